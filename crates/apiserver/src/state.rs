@@ -1,0 +1,51 @@
+//! The API server's shared state: the store, the registry, credentials, metrics and the
+//! cached OpenAPI documents.
+
+use std::sync::OnceLock;
+
+use api::Registry;
+use bytes::Bytes;
+use store::SharedStore;
+
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs.
+pub struct ApiState {
+    /// The datastore (only the API server holds it).
+    pub store: SharedStore,
+    /// The resources served.
+    pub registry: &'static Registry,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Request and store metrics.
+    pub metrics: Metrics,
+    /// The address clients reach the API server on (`host:port`), for discovery.
+    pub advertise: String,
+    /// OpenAPI documents, rendered once on first use.
+    pub openapi: OpenApiCache,
+}
+
+/// Rendered OpenAPI documents.
+#[derive(Default)]
+pub struct OpenApiCache {
+    /// `/openapi/v2`.
+    pub v2: OnceLock<Bytes>,
+    /// `/openapi/v3`.
+    pub v3_index: OnceLock<Bytes>,
+    /// `/openapi/v3/<group-version path>`.
+    pub v3: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
+}
+
+impl ApiState {
+    /// State over a store.
+    pub fn new(store: SharedStore, admin_token: String, advertise: String) -> Self {
+        Self {
+            store,
+            registry: Registry::global(),
+            admin_token,
+            metrics: Metrics::default(),
+            advertise,
+            openapi: OpenApiCache::default(),
+        }
+    }
+}
