@@ -1,0 +1,282 @@
+//! The writer thread: group commit.
+//!
+//! One thread owns the write connection. It takes a request, drains whatever else is queued
+//! (up to [`MAX_BATCH`]), applies the whole batch in one transaction, commits once (with
+//! `synchronous=FULL`, so the batch is durable), publishes the events, then answers every
+//! request.
+//!
+//! Compaction keeps, for each key, the newest log row at or below the compacted revision if it
+//! is a live value that a later write superseded; it drops every other row at or below it. A
+//! key's newest row that is still current is dropped too (the `current` table has it), so when
+//! such a key is later updated or deleted and its previous version is at or below the compacted
+//! revision, the writer puts that version back into the log (from `current`). Reads at any
+//! revision at or above the compacted one and watches from it thus always find what they need.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::Shared;
+use super::schema::backend;
+use crate::{Error, Event, EventKind, KeyValue, Result, Revision};
+
+/// The most requests committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A write operation.
+pub(crate) enum Op {
+    Create { key: String, value: Bytes },
+    Update { key: String, value: Bytes, expected: Revision },
+    Delete { key: String, expected: Option<Revision> },
+}
+
+/// A request to the writer thread.
+pub(crate) enum Cmd {
+    Write { op: Op, reply: oneshot::Sender<Result<KeyValue>> },
+    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    rev: Revision,
+    compacted: Revision,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+type Pending = (Op, oneshot::Sender<Result<KeyValue>>);
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        rev: Revision,
+        compacted: Revision,
+        shared: Arc<Shared>,
+        events: broadcast::Sender<Arc<Event>>,
+    ) -> Writer {
+        Writer { conn, rev, compacted, shared, events }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        while let Some(mut cmd) = rx.blocking_recv() {
+            loop {
+                match cmd {
+                    Cmd::Write { op, reply } => batch.push((op, reply)),
+                    Cmd::Compact { revision, reply } => {
+                        // Writes queued before the compaction go first.
+                        self.commit_batch(&mut batch);
+                        let _ = reply.send(self.compact(revision));
+                    }
+                }
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => cmd = next,
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+        tracing::debug!("datastore writer stopped");
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut rev = self.rev;
+        let mut results: Vec<Result<(KeyValue, Event)>> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (op, _) in batch.iter_mut() {
+                let op = std::mem::replace(op, Op::Delete { key: String::new(), expected: None });
+                results.push(apply(&tx, op, &mut rev, self.compacted)?);
+            }
+            if rev != self.rev {
+                tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'current_rev'")?
+                    .execute(params![rev])?;
+            }
+            tx.commit()
+        })();
+        match outcome {
+            Ok(()) => {
+                self.rev = rev;
+                self.shared.current.store(rev, Ordering::Release);
+                for (r, (_, reply)) in results.into_iter().zip(batch.drain(..)) {
+                    let answer = r.map(|(kv, event)| {
+                        // An error only means nobody is watching.
+                        let _ = self.events.send(Arc::new(event));
+                        kv
+                    });
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "datastore write batch failed");
+                let err = backend(e);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn compact(&mut self, revision: Revision) -> Result<()> {
+        if revision > self.rev {
+            return Err(Error::FutureRevision { requested: revision, current: self.rev });
+        }
+        if revision <= self.compacted {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let removed = (|| -> rusqlite::Result<usize> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted_rev'", params![revision])?;
+            // Drop every row at or below the revision except a key's newest live row there
+            // when a later write superseded it (see the module docs).
+            let removed = tx.execute(
+                "DELETE FROM log WHERE rev <= ?1 AND (
+                    deleted = 1
+                    OR EXISTS (SELECT 1 FROM log n WHERE n.key = log.key AND n.rev > log.rev AND n.rev <= ?1)
+                    OR EXISTS (SELECT 1 FROM current c WHERE c.key = log.key AND c.mod_rev = log.rev)
+                 )",
+                params![revision],
+            )?;
+            tx.commit()?;
+            Ok(removed)
+        })()
+        .map_err(backend)?;
+        self.compacted = revision;
+        self.shared.compacted.store(revision, Ordering::Release);
+        // Give the freed pages back to the file system; SQLite would reuse them anyway.
+        if let Err(e) = incremental_vacuum(&self.conn) {
+            tracing::warn!(error = %e, "datastore incremental vacuum failed");
+        }
+        tracing::debug!(revision, removed, elapsed = ?started.elapsed(), "datastore compacted");
+        Ok(())
+    }
+}
+
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+fn current(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<KeyValue>> {
+    tx.prepare_cached("SELECT create_rev, mod_rev, value FROM current WHERE key = ?1")?
+        .query_row(params![key], |r| {
+            Ok(KeyValue {
+                key: key.to_owned(),
+                create_revision: r.get(0)?,
+                mod_revision: r.get(1)?,
+                value: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+            })
+        })
+        .optional()
+}
+
+fn insert_log(
+    tx: &Transaction<'_>,
+    rev: Revision,
+    key: &str,
+    create_rev: Revision,
+    prev_rev: Revision,
+    value: &[u8],
+    deleted: bool,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO log (rev, key, create_rev, prev_rev, value, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![rev, key, create_rev, prev_rev, value, deleted])?;
+    Ok(())
+}
+
+/// Puts `cur` (about to be superseded) back into the log if compaction may have dropped it.
+fn keep_superseded(tx: &Transaction<'_>, cur: &KeyValue, compacted: Revision) -> rusqlite::Result<()> {
+    if cur.mod_revision <= compacted {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO log (rev, key, create_rev, prev_rev, value, deleted)
+             VALUES (?1, ?2, ?3, 0, ?4, 0)",
+        )?
+        .execute(params![cur.mod_revision, cur.key, cur.create_revision, cur.value.as_ref()])?;
+    }
+    Ok(())
+}
+
+/// Checks an update's or delete's expectation against what is stored.
+fn check(key: &str, cur: Option<KeyValue>, expected: Option<Revision>) -> Result<KeyValue> {
+    let cur = cur.ok_or_else(|| Error::NotFound(key.to_owned()))?;
+    match expected {
+        Some(expected) if expected != cur.mod_revision => {
+            Err(Error::Conflict { key: key.to_owned(), expected, current: Box::new(cur) })
+        }
+        _ => Ok(cur),
+    }
+}
+
+/// Applies one operation inside the batch's transaction. The outer error is a SQLite failure
+/// (fails the batch), the inner one the operation's own answer.
+fn apply(
+    tx: &Transaction<'_>,
+    op: Op,
+    rev: &mut Revision,
+    compacted: Revision,
+) -> rusqlite::Result<Result<(KeyValue, Event)>> {
+    match op {
+        Op::Create { key, value } => {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM current WHERE key = ?1")?
+                .exists(params![key])?;
+            if exists {
+                return Ok(Err(Error::AlreadyExists(key)));
+            }
+            let r = *rev + 1;
+            insert_log(tx, r, &key, r, 0, &value, false)?;
+            tx.prepare_cached(
+                "INSERT INTO current (key, create_rev, mod_rev, value) VALUES (?1, ?2, ?2, ?3)",
+            )?
+            .execute(params![key, r, value.as_ref()])?;
+            *rev = r;
+            let kv = KeyValue { key, value, create_revision: r, mod_revision: r };
+            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: None };
+            Ok(Ok((kv, event)))
+        }
+        Op::Update { key, value, expected } => {
+            let cur = match check(&key, current(tx, &key)?, Some(expected)) {
+                Ok(cur) => cur,
+                Err(e) => return Ok(Err(e)),
+            };
+            let r = *rev + 1;
+            keep_superseded(tx, &cur, compacted)?;
+            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &value, false)?;
+            tx.prepare_cached("UPDATE current SET mod_rev = ?2, value = ?3 WHERE key = ?1")?
+                .execute(params![key, r, value.as_ref()])?;
+            *rev = r;
+            let kv = KeyValue { key, value, create_revision: cur.create_revision, mod_revision: r };
+            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: Some(cur) };
+            Ok(Ok((kv, event)))
+        }
+        Op::Delete { key, expected } => {
+            let cur = match check(&key, current(tx, &key)?, expected) {
+                Ok(cur) => cur,
+                Err(e) => return Ok(Err(e)),
+            };
+            let r = *rev + 1;
+            keep_superseded(tx, &cur, compacted)?;
+            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &[], true)?;
+            tx.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute(params![key])?;
+            *rev = r;
+            let kv = KeyValue { mod_revision: r, ..cur.clone() };
+            let event = Event { kind: EventKind::Delete, kv: kv.clone(), prev: Some(cur) };
+            Ok(Ok((kv, event)))
+        }
+    }
+}
