@@ -292,11 +292,11 @@ impl ApiState {
             let precondition = meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
             if let Some(want) = &precondition {
                 if want.parse::<i64>().ok() != Some(rev) {
-                    return Err(objects::store_error(
-                        store::Error::Conflict { key: key.clone(), expected: 0, current: Box::default() },
+                    return Err(ApiError::conflict(
                         res.group,
                         res.plural,
                         name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
                     ));
                 }
             }

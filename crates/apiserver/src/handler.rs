@@ -126,7 +126,7 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
         (_, Some(Route::ResourceList { group, version })) => discovery::resource_list(state.registry, &group, &version)
             .map(|v| json_response(200, &v, "application/json"))
             .ok_or_else(|| not_found_path(&path)),
-        (_, Some(Route::Resource(info))) => resource(&state, &info, &query, &accept, &content_type, &bytes).await,
+        (_, Some(Route::Resource(info))) => serve_resource(&state, &info, &query, &accept, &content_type, &bytes).await,
         (_, None) => Err(not_found_path(&path)),
     };
     let resp = result.unwrap_or_else(|e| error_response(&e));
@@ -179,7 +179,7 @@ fn reply_response(reply: Reply) -> Response {
     resp
 }
 
-async fn resource(
+async fn serve_resource(
     state: &Arc<ApiState>,
     info: &RequestInfo,
     query: &Query,

@@ -15,3 +15,11 @@ pub fn all() -> Vec<ResourceInfo> {
         ResourceInfo::of::<core::ConfigMap>(),
     ]
 }
+
+/// TEMPORARY shim (replaced at merge): how names of a kind are validated.
+pub fn name_rule(_group: &str, kind: &str) -> validation::NameRule {
+    match kind {
+        "Namespace" | "Service" => validation::NameRule::Label,
+        _ => validation::NameRule::Subdomain,
+    }
+}

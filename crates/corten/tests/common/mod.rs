@@ -1,0 +1,222 @@
+//! Test harness: starts the real `corten server` binary on a free port with a temp data dir,
+//! drives the installed kubectl against it, and kills the server when dropped (even when the
+//! test fails).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `corten server`.
+pub struct Cluster {
+    /// The data directory (kept across restarts).
+    pub dir: tempfile::TempDir,
+    /// The HTTPS port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl Cluster {
+    /// Starts a server in a fresh data dir and waits until kubectl can reach it.
+    pub fn start() -> Self {
+        let mut c = Cluster { dir: tempfile::tempdir().expect("tempdir"), port: free_port(), child: None };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_corten"))
+            .args(["server", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--https-listen-port", &self.port.to_string(), "--bind-address", "127.0.0.1"])
+            .env("CORTEN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start corten server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig().exists() && self.try_kubectl(&["get", "--raw", "/readyz"]).status.success() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("corten server exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server not ready in 30s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The API server's base URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin bearer token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tls/admin.token")).expect("token").trim().to_string()
+    }
+
+    /// A kubectl command against this cluster.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.kubeconfig()).env_remove("KUBERNETES_SERVICE_HOST").args(args);
+        cmd
+    }
+
+    /// Runs kubectl and returns its output, successful or not.
+    pub fn try_kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("run kubectl")
+    }
+
+    /// Runs kubectl, panicking with its stderr if it fails; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.try_kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `stdin` as input (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Like [`Cluster::kubectl_stdin`], panicking on failure; returns stdout.
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get ... -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
+    }
+
+    /// Kills the server with SIGKILL (no cleanup, as a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Restarts the server on the same data dir and port.
+    pub fn restart(&mut self) {
+        assert!(self.stop(), "server did not stop cleanly: {}", self.log());
+        self.spawn();
+    }
+
+    /// Starts the server again after a kill.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP answer from [`Cluster::curl`].
+pub struct Http {
+    /// Status code.
+    pub code: u16,
+    /// Body.
+    pub body: String,
+}
+
+impl Http {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Cluster {
+    /// A raw HTTPS request with curl (`auth`: send the admin token). `body` is sent as-is.
+    pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>, auth: bool) -> Http {
+        use std::io::Write;
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .args(["-H", &format!("Content-Type: {content_type}")]);
+        if auth {
+            cmd.args(["-H", &format!("Authorization: Bearer {}", self.token())]);
+        }
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]);
+        }
+        cmd.arg(format!("{}{path}", self.url()));
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("curl");
+        if let Some(b) = body {
+            child.stdin.take().expect("stdin").write_all(b).expect("write body");
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = child.wait_with_output().expect("curl output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        Http { code: code.trim().parse().unwrap_or(0), body: body.to_string() }
+    }
+}
