@@ -1345,6 +1345,8 @@ mod tests {
             "eviction",
         ]));
         list.push(entry::<Deployment>(&["status", "scale"]));
+        // JSONSchemaProps: properties named `$ref`/`$schema`, `oneOf`, recursion.
+        list.push(entry::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(&["status"]));
         Registry::from_resources(list)
     }
 
