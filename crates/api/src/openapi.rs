@@ -356,6 +356,16 @@ const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 fn transform_definitions(format: Format, defs: &mut Map<String, Value>) {
     for def in defs.values_mut() {
         walk_schemas(def, &mut |obj| sanitize(format, obj));
+        // k8s-openapi lists `metadata` as required (its Rust field is not optional); upstream's
+        // schemas never require it (kubectl explain would print `-required-`).
+        if let Some(obj) = def.as_object_mut()
+            && let Some(Value::Array(required)) = obj.get_mut("required")
+        {
+            required.retain(|r| r != "metadata");
+            if required.is_empty() {
+                obj.remove("required");
+            }
+        }
     }
     if let Some(Value::Object(ios)) = defs.get_mut(INT_OR_STRING) {
         ios.insert("format".into(), "int-or-string".into());
@@ -1335,6 +1345,8 @@ mod tests {
             "eviction",
         ]));
         list.push(entry::<Deployment>(&["status", "scale"]));
+        // JSONSchemaProps: properties named `$ref`/`$schema`, `oneOf`, recursion.
+        list.push(entry::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(&["status"]));
         Registry::from_resources(list)
     }
 
@@ -1440,6 +1452,10 @@ mod tests {
             json!([gvk("", "v1", "NamespaceList")])
         );
         assert!(v3_schemas(&doc).contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+        assert!(
+            ns.get("required").is_none(),
+            "upstream never requires metadata"
+        );
         assert!(v3_schemas(&doc).contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.Status"));
         assert!(
             v3_schemas(&doc).contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")
