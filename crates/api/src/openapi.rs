@@ -1717,37 +1717,4 @@ mod tests {
         assert_eq!(v2_document(&registry), v2_document(&registry));
         assert_eq!(content_hash(b""), "6C62272E07BB014262B821756295C58D");
     }
-
-    /// Writes the documents for ad-hoc checks with external tools:
-    /// `CORTEN_OPENAPI_DUMP=/tmp/oa cargo test -p api openapi::tests::dump -- --ignored`.
-    #[test]
-    #[ignore]
-    fn dump() {
-        let Ok(dir) = std::env::var("CORTEN_OPENAPI_DUMP") else {
-            return;
-        };
-        let registry = wide_registry();
-        let start = std::time::Instant::now();
-        let all = v3_all(&registry);
-        let v2 = v2_document(&registry);
-        eprintln!("generated in {:?}", start.elapsed());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            format!("{dir}/index.json"),
-            serde_json::to_vec_pretty(&all.index).unwrap(),
-        )
-        .unwrap();
-        for (key, doc) in &all.documents {
-            std::fs::write(
-                format!("{dir}/{}.json", key.replace('/', "_")),
-                serde_json::to_vec_pretty(doc).unwrap(),
-            )
-            .unwrap();
-        }
-        std::fs::write(
-            format!("{dir}/v2.json"),
-            serde_json::to_vec_pretty(&v2).unwrap(),
-        )
-        .unwrap();
-    }
 }

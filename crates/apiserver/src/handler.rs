@@ -109,9 +109,9 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
     };
     let result = match (path.as_str(), route) {
         ("/metrics", _) => Ok(raw_response(200, Bytes::from(state.metrics.render()), "text/plain; version=0.0.4")),
-        ("/openapi/v2", _) => Ok(openapi_v2(&state)),
+        ("/openapi/v2", _) => openapi_v2(&state, &accept),
         ("/openapi/v3", _) => Ok(openapi_v3_index(&state)),
-        (p, _) if p.starts_with("/openapi/v3/") => openapi_v3(&state, &p["/openapi/v3/".len()..]),
+        (p, _) if p.starts_with("/openapi/v3/") => openapi_v3(&state, &p["/openapi/v3/".len()..], &query),
         (_, Some(Route::CoreVersions)) if discovery::wants_aggregated(&accept) => {
             Ok(json_response(200, &discovery::aggregated(state.registry, true), discovery::AGGREGATED_CONTENT_TYPE))
         }
@@ -143,29 +143,36 @@ fn cached(cell: &std::sync::OnceLock<Bytes>, make: impl FnOnce() -> Value) -> By
     cell.get_or_init(|| Bytes::from(serde_json::to_vec(&make()).unwrap_or_default())).clone()
 }
 
-fn openapi_v2(state: &ApiState) -> Response {
-    raw_response(200, cached(&state.openapi.v2, || api::openapi::v2_document(state.registry)), "application/json")
+fn openapi_v2(state: &ApiState, accept: &str) -> Result<Response, ApiError> {
+    // kubectl asks for the protobuf form only, which corten does not produce: it uses v3.
+    if !(accept.is_empty() || accept.contains("json") || accept.contains("*/*")) {
+        return Err(ApiError::new(406, "NotAcceptable", "only application/json is served for /openapi/v2; use /openapi/v3"));
+    }
+    Ok(raw_response(200, cached(&state.openapi.v2, || api::openapi::v2_document(state.registry)), "application/json"))
+}
+
+fn openapi_v3_cache(state: &ApiState) -> &(Bytes, std::collections::HashMap<String, Bytes>) {
+    state.openapi.v3.get_or_init(|| {
+        let all = api::openapi::v3_all(state.registry);
+        let bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        (bytes(&all.index), all.documents.iter().map(|(k, v)| (k.clone(), bytes(v))).collect())
+    })
 }
 
 fn openapi_v3_index(state: &ApiState) -> Response {
-    raw_response(200, cached(&state.openapi.v3_index, || api::openapi::v3_index(state.registry)), "application/json")
+    raw_response(200, openapi_v3_cache(state).0.clone(), "application/json")
 }
 
-fn openapi_v3(state: &ApiState, gv_path: &str) -> Result<Response, ApiError> {
-    let mut cache = state.openapi.v3.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = cache.get(gv_path) {
-        return Ok(raw_response(200, b.clone(), "application/json"));
-    }
-    let (group, version) = match gv_path.split('/').collect::<Vec<_>>().as_slice() {
-        ["api", v] => (String::new(), v.to_string()),
-        ["apis", g, v] => (g.to_string(), v.to_string()),
-        _ => return Err(not_found_path(&format!("/openapi/v3/{gv_path}"))),
-    };
-    let doc = api::openapi::v3_document(state.registry, &group, &version)
+fn openapi_v3(state: &ApiState, gv_path: &str, query: &Query) -> Result<Response, ApiError> {
+    let doc = openapi_v3_cache(state)
+        .1
+        .get(gv_path)
         .ok_or_else(|| not_found_path(&format!("/openapi/v3/{gv_path}")))?;
-    let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-    cache.insert(gv_path.to_string(), bytes.clone());
-    Ok(raw_response(200, bytes, "application/json"))
+    let mut resp = raw_response(200, doc.clone(), "application/json");
+    if query.get("hash").is_some_and(|h| h == api::openapi::content_hash(doc)) {
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+    }
+    Ok(resp)
 }
 
 fn reply_response(reply: Reply) -> Response {

@@ -35,7 +35,12 @@ pub enum Route {
     /// `/apis/GROUP`.
     Group(String),
     /// `/api/v1` or `/apis/GROUP/VERSION`.
-    ResourceList { group: String, version: String },
+    ResourceList {
+        /// API group (`""` for core).
+        group: String,
+        /// API version.
+        version: String,
+    },
     /// A resource request.
     Resource(RequestInfo),
 }

@@ -30,10 +30,8 @@ pub struct ApiState {
 pub struct OpenApiCache {
     /// `/openapi/v2`.
     pub v2: OnceLock<Bytes>,
-    /// `/openapi/v3`.
-    pub v3_index: OnceLock<Bytes>,
-    /// `/openapi/v3/<group-version path>`.
-    pub v3: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
+    /// `/openapi/v3` and the per-group-version documents (keyed `api/v1`, `apis/apps/v1`).
+    pub v3: OnceLock<(Bytes, std::collections::HashMap<String, Bytes>)>,
 }
 
 impl ApiState {

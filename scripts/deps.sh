@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages corten's scripts and tests need, if missing (idempotent, no prompts).
+set -euo pipefail
+packages=(curl jq ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v kubectl >/dev/null || { echo "kubectl is required (the stock kubectl v1.32 is expected at /usr/bin/kubectl)" >&2; exit 1; }
+command -v cargo-nextest >/dev/null || cargo nextest --version >/dev/null 2>&1 || {
+  echo "==> installing cargo-nextest"; cargo install --locked cargo-nextest >/dev/null; }
