@@ -399,6 +399,12 @@ impl ApiState {
         options: &Value,
         query: &Query,
     ) -> Result<Reply, ApiError> {
+        if res.group.is_empty() && res.plural == "namespaces" && matches!(name, "default" | "kube-system" | "kube-public") {
+            let mut e = ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
+            e.kind = Some("namespaces".into());
+            e.name = Some(name.into());
+            return Err(e);
+        }
         let dry_run = query.dry_run()? || options["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
         let ns = if res.namespaced { ns } else { None };
         let key = res.key(ns, name);

@@ -99,11 +99,10 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
         Some(Route::Resource(i)) => (i.verb.to_uppercase(), i.resource.clone()),
         _ => (parts.method.as_str().to_string(), String::new()),
     };
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => {
-            let e = ApiError::too_large(MAX_BODY);
-            state.metrics.observe(&verb, &resource, 413, started.elapsed());
+        Err(e) => {
+            state.metrics.observe(&verb, &resource, e.code, started.elapsed());
             return error_response(&e);
         }
     };
@@ -133,6 +132,31 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
     state.metrics.observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
     tracing::debug!(method = %parts.method, path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// Reads a request body up to [`MAX_BODY`]. A larger body is drained (up to a bound) before the
+/// 413 is sent, so that the client reads the answer instead of a reset connection.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("error reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(buf.freeze())
 }
 
 fn not_found_path(path: &str) -> ApiError {
