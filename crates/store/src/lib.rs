@@ -14,6 +14,7 @@
 //! Invariant: only the API server opens a store. Every other component goes through the API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -181,3 +182,37 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared handle to any store.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Compacts `store` every `interval`, keeping the last `keep` revisions of history: each tick
+/// compacts to `current - keep` when that is above the compacted revision. Errors are logged
+/// and retried on the next tick. Abort the returned handle to stop it.
+pub fn spawn_compactor(
+    store: SharedStore,
+    interval: Duration,
+    keep: i64,
+) -> tokio::task::JoinHandle<()> {
+    let keep = keep.max(0);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate
+        loop {
+            ticks.tick().await;
+            if let Err(e) = compact_keeping(store.as_ref(), keep).await {
+                tracing::warn!(error = %e, "datastore compaction failed");
+            }
+        }
+    })
+}
+
+/// Compacts `store` to `current - keep` if that is above its compacted revision; returns the
+/// revision compacted to, if any.
+pub async fn compact_keeping(store: &dyn Store, keep: i64) -> Result<Option<Revision>> {
+    let target = store.current_revision().await? - keep.max(0);
+    if target <= store.compacted_revision().await? {
+        return Ok(None);
+    }
+    store.compact(target).await?;
+    tracing::debug!(revision = target, "datastore compacted");
+    Ok(Some(target))
+}

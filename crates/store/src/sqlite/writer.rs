@@ -28,15 +28,31 @@ const MAX_BATCH: usize = 512;
 
 /// A write operation.
 pub(crate) enum Op {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
 }
 
 /// A request to the writer thread.
 pub(crate) enum Cmd {
-    Write { op: Op, reply: oneshot::Sender<Result<KeyValue>> },
-    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<KeyValue>>,
+    },
+    Compact {
+        revision: Revision,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -57,7 +73,13 @@ impl Writer {
         shared: Arc<Shared>,
         events: broadcast::Sender<Arc<Event>>,
     ) -> Writer {
-        Writer { conn, rev, compacted, shared, events }
+        Writer {
+            conn,
+            rev,
+            compacted,
+            shared,
+            events,
+        }
     }
 
     /// Serves requests until every sender is gone.
@@ -93,9 +115,17 @@ impl Writer {
         let mut rev = self.rev;
         let mut results: Vec<Result<(KeyValue, Event)>> = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (op, _) in batch.iter_mut() {
-                let op = std::mem::replace(op, Op::Delete { key: String::new(), expected: None });
+                let op = std::mem::replace(
+                    op,
+                    Op::Delete {
+                        key: String::new(),
+                        expected: None,
+                    },
+                );
                 results.push(apply(&tx, op, &mut rev, self.compacted)?);
             }
             if rev != self.rev {
@@ -129,7 +159,10 @@ impl Writer {
 
     fn compact(&mut self, revision: Revision) -> Result<()> {
         if revision > self.rev {
-            return Err(Error::FutureRevision { requested: revision, current: self.rev });
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: self.rev,
+            });
         }
         if revision <= self.compacted {
             return Ok(());
@@ -200,13 +233,22 @@ fn insert_log(
 }
 
 /// Puts `cur` (about to be superseded) back into the log if compaction may have dropped it.
-fn keep_superseded(tx: &Transaction<'_>, cur: &KeyValue, compacted: Revision) -> rusqlite::Result<()> {
+fn keep_superseded(
+    tx: &Transaction<'_>,
+    cur: &KeyValue,
+    compacted: Revision,
+) -> rusqlite::Result<()> {
     if cur.mod_revision <= compacted {
         tx.prepare_cached(
             "INSERT OR IGNORE INTO log (rev, key, create_rev, prev_rev, value, deleted)
              VALUES (?1, ?2, ?3, 0, ?4, 0)",
         )?
-        .execute(params![cur.mod_revision, cur.key, cur.create_revision, cur.value.as_ref()])?;
+        .execute(params![
+            cur.mod_revision,
+            cur.key,
+            cur.create_revision,
+            cur.value.as_ref()
+        ])?;
     }
     Ok(())
 }
@@ -215,9 +257,11 @@ fn keep_superseded(tx: &Transaction<'_>, cur: &KeyValue, compacted: Revision) ->
 fn check(key: &str, cur: Option<KeyValue>, expected: Option<Revision>) -> Result<KeyValue> {
     let cur = cur.ok_or_else(|| Error::NotFound(key.to_owned()))?;
     match expected {
-        Some(expected) if expected != cur.mod_revision => {
-            Err(Error::Conflict { key: key.to_owned(), expected, current: Box::new(cur) })
-        }
+        Some(expected) if expected != cur.mod_revision => Err(Error::Conflict {
+            key: key.to_owned(),
+            expected,
+            current: Box::new(cur),
+        }),
         _ => Ok(cur),
     }
 }
@@ -245,23 +289,53 @@ fn apply(
             )?
             .execute(params![key, r, value.as_ref()])?;
             *rev = r;
-            let kv = KeyValue { key, value, create_revision: r, mod_revision: r };
-            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: None };
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: r,
+                mod_revision: r,
+            };
+            let event = Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev: None,
+            };
             Ok(Ok((kv, event)))
         }
-        Op::Update { key, value, expected } => {
+        Op::Update {
+            key,
+            value,
+            expected,
+        } => {
             let cur = match check(&key, current(tx, &key)?, Some(expected)) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
             let r = *rev + 1;
             keep_superseded(tx, &cur, compacted)?;
-            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &value, false)?;
+            insert_log(
+                tx,
+                r,
+                &key,
+                cur.create_revision,
+                cur.mod_revision,
+                &value,
+                false,
+            )?;
             tx.prepare_cached("UPDATE current SET mod_rev = ?2, value = ?3 WHERE key = ?1")?
                 .execute(params![key, r, value.as_ref()])?;
             *rev = r;
-            let kv = KeyValue { key, value, create_revision: cur.create_revision, mod_revision: r };
-            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: Some(cur) };
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: cur.create_revision,
+                mod_revision: r,
+            };
+            let event = Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev: Some(cur),
+            };
             Ok(Ok((kv, event)))
         }
         Op::Delete { key, expected } => {
@@ -271,11 +345,27 @@ fn apply(
             };
             let r = *rev + 1;
             keep_superseded(tx, &cur, compacted)?;
-            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &[], true)?;
-            tx.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute(params![key])?;
+            insert_log(
+                tx,
+                r,
+                &key,
+                cur.create_revision,
+                cur.mod_revision,
+                &[],
+                true,
+            )?;
+            tx.prepare_cached("DELETE FROM current WHERE key = ?1")?
+                .execute(params![key])?;
             *rev = r;
-            let kv = KeyValue { mod_revision: r, ..cur.clone() };
-            let event = Event { kind: EventKind::Delete, kv: kv.clone(), prev: Some(cur) };
+            let kv = KeyValue {
+                mod_revision: r,
+                ..cur.clone()
+            };
+            let event = Event {
+                kind: EventKind::Delete,
+                kv: kv.clone(),
+                prev: Some(cur),
+            };
             Ok(Ok((kv, event)))
         }
     }
