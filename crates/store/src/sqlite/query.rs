@@ -246,7 +246,7 @@ pub(crate) fn history(
         .prepare_cached("SELECT key, create_rev, rev, value FROM log WHERE rev = ?1")
         .map_err(backend)?;
     let mut rows = stmt.query(&p[..]).map_err(backend)?;
-    let mut n = 0;
+    let mut n: i64 = 0;
     while let Some(row) = rows.next().map_err(backend)? {
         n += 1;
         let rev: Revision = row.get(0).map_err(backend)?;
@@ -291,7 +291,7 @@ pub(crate) fn history(
         };
         events.push(event);
     }
-    let covered = if i64::try_from(n).unwrap_or(i64::MAX) < max {
+    let covered = if n < max {
         to
     } else {
         events.last().map_or(to, Event::revision)
