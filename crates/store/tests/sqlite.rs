@@ -686,6 +686,7 @@ async fn unusable_files_give_backend_errors() {
     std::fs::write(&path, vec![0x5Au8; 16 * 1024]).unwrap();
     match SqliteStore::open(&path) {
         Err(Error::Backend(msg)) => {
+            eprintln!("{msg}");
             assert!(msg.contains("corrupt"), "{msg}");
             assert!(msg.contains("state.db"), "{msg}");
         }
@@ -715,6 +716,24 @@ async fn unusable_files_give_backend_errors() {
         SqliteStore::open(dir.path()),
         Err(Error::Backend(_))
     ));
+    // A read-only directory (meaningless when running as root, who may write anyway).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        if std::fs::write(ro.join("probe"), b"x").is_err() {
+            match SqliteStore::open(&ro.join("state.db")) {
+                Err(Error::Backend(msg)) => {
+                    eprintln!("{msg}");
+                    assert!(msg.contains("state.db"), "{msg}");
+                }
+                other => panic!("expected a backend error, got {other:?}"),
+            }
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
