@@ -2,7 +2,7 @@
 //!
 //! * SQLite in WAL mode with `synchronous=FULL`: a write returns only once it is durable.
 //! * Group commit: one writer thread owns the write connection, drains the queued writes and
-//!   commits them in one transaction (see [`writer`]).
+//!   commits them in one transaction (see the `writer` module).
 //! * Reads run on a small pool of read connections in blocking tasks, each in its own read
 //!   transaction, so they never wait for the writer.
 //! * Schema: `log` (one row per revision), `current` (the latest value of every live key) and
