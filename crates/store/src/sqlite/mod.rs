@@ -2,7 +2,7 @@
 //!
 //! * SQLite in WAL mode with `synchronous=FULL`: a write returns only once it is durable.
 //! * Group commit: one writer thread owns the write connection, drains the queued writes and
-//!   commits them in one transaction (see [`writer`]).
+//!   commits them in one transaction (see the `writer` module).
 //! * Reads run on a small pool of read connections in blocking tasks, each in its own read
 //!   transaction, so they never wait for the writer.
 //! * Schema: `log` (one row per revision), `current` (the latest value of every live key) and
@@ -70,7 +70,9 @@ impl Shared {
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -86,7 +88,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.shared.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,13 +120,23 @@ impl SqliteStore {
         });
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(conn, meta.current, meta.compacted, shared.clone(), events.clone());
+        let writer = Writer::new(
+            conn,
+            meta.current,
+            meta.compacted,
+            shared.clone(),
+            events.clone(),
+        );
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Backend(format!("cannot start the datastore writer: {e}")))?;
         tracing::info!(path = %path.display(), revision = meta.current, compacted = meta.compacted, "datastore opened");
-        Ok(SqliteStore { writes, events, shared })
+        Ok(SqliteStore {
+            writes,
+            events,
+            shared,
+        })
     }
 
     /// The path of the database file.
@@ -132,7 +146,10 @@ impl SqliteStore {
 
     async fn write(&self, op: Op) -> Result<KeyValue> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(Cmd::Write { op, reply }).await.map_err(|_| Error::Closed)?;
+        self.writes
+            .send(Cmd::Write { op, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 }
@@ -145,19 +162,35 @@ impl Store for SqliteStore {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.shared.clone().read(move |c| query::range(c, &req)).await
+        self.shared
+            .clone()
+            .read(move |c| query::range(c, &req))
+            .await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        self.write(Op::Create { key: key.to_owned(), value }).await
+        self.write(Op::Create {
+            key: key.to_owned(),
+            value,
+        })
+        .await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
-        self.write(Op::Update { key: key.to_owned(), value, expected }).await
+        self.write(Op::Update {
+            key: key.to_owned(),
+            value,
+            expected,
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-        self.write(Op::Delete { key: key.to_owned(), expected }).await
+        self.write(Op::Delete {
+            key: key.to_owned(),
+            expected,
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
@@ -166,7 +199,10 @@ impl Store for SqliteStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(Cmd::Compact { revision, reply }).await.map_err(|_| Error::Closed)?;
+        self.writes
+            .send(Cmd::Compact { revision, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 

@@ -120,10 +120,16 @@ pub(crate) fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeRe
     let at = match req.revision {
         None => None,
         Some(r) if r > meta.current => {
-            return Err(Error::FutureRevision { requested: r, current: meta.current });
+            return Err(Error::FutureRevision {
+                requested: r,
+                current: meta.current,
+            });
         }
         Some(r) if r < meta.compacted => {
-            return Err(Error::Compacted { requested: r, compacted: meta.compacted });
+            return Err(Error::Compacted {
+                requested: r,
+                compacted: meta.compacted,
+            });
         }
         Some(r) if r == meta.current => None,
         Some(r) => Some(r),
@@ -162,7 +168,10 @@ pub(crate) fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeRe
     let mut remaining = 0;
     if req.limit.is_some_and(|l| kvs.len() >= l) {
         // Count what lies beyond the last key returned.
-        let after = kvs.last().map(|kv| kv.key.as_str()).or(req.after_key.as_deref());
+        let after = kvs
+            .last()
+            .map(|kv| kv.key.as_str())
+            .or(req.after_key.as_deref());
         let rest = KeyRange::new(&req.prefix, after);
         let source = match at {
             None => format!("SELECT key FROM current WHERE {}", rest.cond("key")),
@@ -180,7 +189,11 @@ pub(crate) fn range(conn: &mut Connection, req: &RangeRequest) -> Result<RangeRe
             .map_err(backend)?;
         remaining = u64::try_from(n).unwrap_or(0);
     }
-    Ok(RangeResponse { kvs, revision: served_at, remaining })
+    Ok(RangeResponse {
+        kvs,
+        revision: served_at,
+        remaining,
+    })
 }
 
 /// One chunk of history for a watcher.
@@ -206,12 +219,19 @@ pub(crate) fn history(
     let tx = conn.transaction().map_err(backend)?;
     let meta = read_meta(&tx).map_err(backend)?;
     if from < meta.compacted {
-        return Err(Error::Compacted { requested: from, compacted: meta.compacted });
+        return Err(Error::Compacted {
+            requested: from,
+            compacted: meta.compacted,
+        });
     }
     let to = to.unwrap_or(meta.current).min(meta.current);
     let mut events = Vec::new();
     if from >= to {
-        return Ok(HistoryChunk { events, covered: to, current: meta.current });
+        return Ok(HistoryChunk {
+            events,
+            covered: to,
+            current: meta.current,
+        });
     }
     let sql = format!(
         "SELECT rev, key, create_rev, prev_rev, value, deleted FROM log
@@ -226,7 +246,7 @@ pub(crate) fn history(
         .prepare_cached("SELECT key, create_rev, rev, value FROM log WHERE rev = ?1")
         .map_err(backend)?;
     let mut rows = stmt.query(&p[..]).map_err(backend)?;
-    let mut n = 0;
+    let mut n: i64 = 0;
     while let Some(row) = rows.next().map_err(backend)? {
         n += 1;
         let rev: Revision = row.get(0).map_err(backend)?;
@@ -235,7 +255,10 @@ pub(crate) fn history(
         let prev_rev: Revision = row.get(3).map_err(backend)?;
         let deleted: bool = row.get(5).map_err(backend)?;
         let prev = if prev_rev > 0 {
-            prev_stmt.query_row(params![prev_rev], kv_from_row).optional().map_err(backend)?
+            prev_stmt
+                .query_row(params![prev_rev], kv_from_row)
+                .optional()
+                .map_err(backend)?
         } else {
             None
         };
@@ -247,18 +270,35 @@ pub(crate) fn history(
                 mod_revision: rev,
             });
             kv.mod_revision = rev;
-            Event { kind: EventKind::Delete, kv, prev }
+            Event {
+                kind: EventKind::Delete,
+                kv,
+                prev,
+            }
         } else {
             let value = Bytes::from(row.get::<_, Vec<u8>>(4).map_err(backend)?);
-            let kv = KeyValue { key, value, create_revision: create_rev, mod_revision: rev };
-            Event { kind: EventKind::Put, kv, prev }
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: create_rev,
+                mod_revision: rev,
+            };
+            Event {
+                kind: EventKind::Put,
+                kv,
+                prev,
+            }
         };
         events.push(event);
     }
-    let covered = if i64::try_from(n).unwrap_or(i64::MAX) < max {
+    let covered = if n < max {
         to
     } else {
         events.last().map_or(to, Event::revision)
     };
-    Ok(HistoryChunk { events, covered, current: meta.current })
+    Ok(HistoryChunk {
+        events,
+        covered,
+        current: meta.current,
+    })
 }

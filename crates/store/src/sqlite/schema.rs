@@ -49,9 +49,9 @@ pub(crate) fn backend(e: rusqlite::Error) -> Error {
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
     let p = path.display();
     match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
-            Error::Backend(format!("datastore {p} is corrupt or not a SQLite database: {e}"))
-        }
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => Error::Backend(
+            format!("datastore {p} is corrupt or not a SQLite database: {e}"),
+        ),
         Some(ErrorCode::CannotOpen) => Error::Backend(format!(
             "cannot open datastore {p}: {e} (does the directory exist and is it writable?)"
         )),
@@ -84,7 +84,11 @@ pub(crate) fn open_writer(path: &Path) -> Result<(Connection, Meta)> {
     let conn = open_conn(path).map_err(|e| open_error(path, e))?;
     init_writer(&conn).map_err(|e| open_error(path, e))?;
     let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE name = 'schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(|e| open_error(path, e))?;
     match version {
@@ -110,7 +114,13 @@ pub(crate) fn open_writer(path: &Path) -> Result<(Connection, Meta)> {
         .query_row("SELECT max(rev) FROM log", [], |r| r.get(0))
         .map_err(|e| open_error(path, e))?;
     let current = meta.current.max(max_log.unwrap_or(0));
-    Ok((conn, Meta { current, compacted: meta.compacted }))
+    Ok((
+        conn,
+        Meta {
+            current,
+            compacted: meta.compacted,
+        },
+    ))
 }
 
 fn init_writer(conn: &Connection) -> rusqlite::Result<()> {
@@ -121,7 +131,9 @@ fn init_writer(conn: &Connection) -> rusqlite::Result<()> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-            Some(format!("could not switch to WAL mode (journal_mode is {mode})")),
+            Some(format!(
+                "could not switch to WAL mode (journal_mode is {mode})"
+            )),
         ));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;

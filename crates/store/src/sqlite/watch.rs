@@ -70,7 +70,10 @@ pub(crate) async fn watch(
     let rx = events.subscribe();
     let keys = Arc::new(KeyRange::new(prefix, None));
     let k = keys.clone();
-    let first = shared.clone().read(move |c| history(c, &k, after, None, HISTORY_CHUNK)).await?;
+    let first = shared
+        .clone()
+        .read(move |c| history(c, &k, after, None, HISTORY_CHUNK))
+        .await?;
     let watcher = Watcher {
         shared,
         keys,

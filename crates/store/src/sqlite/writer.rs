@@ -11,6 +11,8 @@
 //! such a key is later updated or deleted and its previous version is at or below the compacted
 //! revision, the writer puts that version back into the log (from `current`). Reads at any
 //! revision at or above the compacted one and watches from it thus always find what they need.
+//! `compact` only records the compacted revision; the rows are deleted afterwards in small
+//! transactions between write batches (rows not yet deleted do not change any answer).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,15 +30,31 @@ const MAX_BATCH: usize = 512;
 
 /// A write operation.
 pub(crate) enum Op {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
 }
 
 /// A request to the writer thread.
 pub(crate) enum Cmd {
-    Write { op: Op, reply: oneshot::Sender<Result<KeyValue>> },
-    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<KeyValue>>,
+    },
+    Compact {
+        revision: Revision,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -45,6 +63,8 @@ pub(crate) struct Writer {
     compacted: Revision,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Work left by the last compaction.
+    cleanup: Option<Cleanup>,
 }
 
 type Pending = (Op, oneshot::Sender<Result<KeyValue>>);
@@ -57,31 +77,58 @@ impl Writer {
         shared: Arc<Shared>,
         events: broadcast::Sender<Arc<Event>>,
     ) -> Writer {
-        Writer { conn, rev, compacted, shared, events }
+        // Finish (or check) the cleanup of the last compaction; cheap when it is done.
+        let cleanup = (compacted > 0).then_some(Cleanup::Rows { after: 0 });
+        Writer {
+            conn,
+            rev,
+            compacted,
+            shared,
+            events,
+            cleanup,
+        }
     }
 
-    /// Serves requests until every sender is gone.
+    /// Serves requests until every sender is gone. Between batches, it removes compacted
+    /// history a chunk at a time, so that a large compaction never stalls writes for long.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-        while let Some(mut cmd) = rx.blocking_recv() {
-            loop {
-                match cmd {
-                    Cmd::Write { op, reply } => batch.push((op, reply)),
-                    Cmd::Compact { revision, reply } => {
-                        // Writes queued before the compaction go first.
-                        self.commit_batch(&mut batch);
-                        let _ = reply.send(self.compact(revision));
+        loop {
+            let first = if self.cleanup.is_some() {
+                match rx.try_recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(cmd) => Some(cmd),
+                    None => break,
+                }
+            };
+            if let Some(mut cmd) = first {
+                loop {
+                    match cmd {
+                        Cmd::Write { op, reply } => batch.push((op, reply)),
+                        Cmd::Compact { revision, reply } => {
+                            // Writes queued before the compaction go first.
+                            self.commit_batch(&mut batch);
+                            let _ = reply.send(self.compact(revision));
+                        }
+                    }
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => cmd = next,
+                        Err(_) => break,
                     }
                 }
-                if batch.len() >= MAX_BATCH {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(next) => cmd = next,
-                    Err(_) => break,
-                }
+                self.commit_batch(&mut batch);
             }
-            self.commit_batch(&mut batch);
+            if self.cleanup.is_some() {
+                self.cleanup_step();
+            }
         }
         tracing::debug!("datastore writer stopped");
     }
@@ -93,9 +140,17 @@ impl Writer {
         let mut rev = self.rev;
         let mut results: Vec<Result<(KeyValue, Event)>> = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (op, _) in batch.iter_mut() {
-                let op = std::mem::replace(op, Op::Delete { key: String::new(), expected: None });
+                let op = std::mem::replace(
+                    op,
+                    Op::Delete {
+                        key: String::new(),
+                        expected: None,
+                    },
+                );
                 results.push(apply(&tx, op, &mut rev, self.compacted)?);
             }
             if rev != self.rev {
@@ -127,47 +182,112 @@ impl Writer {
         }
     }
 
+    /// Marks history at or below `revision` as gone; the rows are removed afterwards, a chunk
+    /// at a time (see [`Writer::cleanup_step`]). Reads and watches below `revision` fail from
+    /// now on, and the rows still there are harmless to reads at or above it.
     fn compact(&mut self, revision: Revision) -> Result<()> {
         if revision > self.rev {
-            return Err(Error::FutureRevision { requested: revision, current: self.rev });
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: self.rev,
+            });
         }
         if revision <= self.compacted {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let removed = (|| -> rusqlite::Result<usize> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted_rev'", params![revision])?;
-            // Drop every row at or below the revision except a key's newest live row there
-            // when a later write superseded it (see the module docs).
-            let removed = tx.execute(
-                "DELETE FROM log WHERE rev <= ?1 AND (
-                    deleted = 1
-                    OR EXISTS (SELECT 1 FROM log n WHERE n.key = log.key AND n.rev > log.rev AND n.rev <= ?1)
-                    OR EXISTS (SELECT 1 FROM current c WHERE c.key = log.key AND c.mod_rev = log.rev)
-                 )",
+        self.conn
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE name = 'compacted_rev'",
                 params![revision],
-            )?;
-            tx.commit()?;
-            Ok(removed)
-        })()
-        .map_err(backend)?;
+            )
+            .map_err(backend)?;
         self.compacted = revision;
         self.shared.compacted.store(revision, Ordering::Release);
-        // Give the freed pages back to the file system; SQLite would reuse them anyway.
-        if let Err(e) = incremental_vacuum(&self.conn) {
-            tracing::warn!(error = %e, "datastore incremental vacuum failed");
-        }
-        tracing::debug!(revision, removed, elapsed = ?started.elapsed(), "datastore compacted");
+        // Rows already cleaned for an older compaction may be superseded now: start over.
+        self.cleanup = Some(Cleanup::Rows { after: 0 });
         Ok(())
+    }
+
+    /// Removes one chunk of compacted history, or frees one chunk of pages.
+    fn cleanup_step(&mut self) {
+        let step = match self.cleanup {
+            Some(Cleanup::Rows { after }) => self.delete_rows(after).map(|next| {
+                Some(match next {
+                    Some(after) => Cleanup::Rows { after },
+                    None => Cleanup::Vacuum,
+                })
+            }),
+            Some(Cleanup::Vacuum) => {
+                incremental_vacuum(&self.conn).map(|more| more.then_some(Cleanup::Vacuum))
+            }
+            None => Ok(None),
+        };
+        self.cleanup = match step {
+            Ok(next) => next,
+            Err(e) => {
+                // Leftover rows are harmless; the next compaction tries again.
+                tracing::warn!(error = %e, "datastore history cleanup failed");
+                None
+            }
+        };
+    }
+
+    /// Deletes the compacted rows among the next [`CLEANUP_CHUNK`] log rows after revision
+    /// `after`; returns where to go on from, or None when done.
+    fn delete_rows(&mut self, after: Revision) -> rusqlite::Result<Option<Revision>> {
+        let upto = self.compacted;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let end: Option<Revision> = tx
+            .prepare_cached(
+                "SELECT rev FROM log WHERE rev > ?1 AND rev <= ?2 ORDER BY rev LIMIT 1 OFFSET ?3",
+            )?
+            .query_row(params![after, upto, CLEANUP_CHUNK - 1], |r| r.get(0))
+            .optional()?;
+        let hi = end.unwrap_or(upto);
+        // Keep a key's newest live row at or below the compacted revision if a later write
+        // superseded it (see the module docs); drop every other row.
+        let removed = tx
+            .prepare_cached(
+                "DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND (
+                    deleted = 1
+                    OR EXISTS (SELECT 1 FROM log n WHERE n.key = log.key AND n.rev > log.rev AND n.rev <= ?3)
+                    OR EXISTS (SELECT 1 FROM current c WHERE c.key = log.key AND c.mod_rev = log.rev)
+                 )",
+            )?
+            .execute(params![after, hi, upto])?;
+        tx.commit()?;
+        tracing::trace!(after, hi, removed, "datastore history cleanup");
+        Ok(end.filter(|&e| e < upto))
     }
 }
 
-fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {}
-    Ok(())
+/// Background work left by a compaction.
+#[derive(Clone, Copy, Debug)]
+enum Cleanup {
+    /// Delete compacted log rows after this revision.
+    Rows { after: Revision },
+    /// Hand free pages back to the file system.
+    Vacuum,
+}
+
+/// Log rows examined per cleanup transaction.
+const CLEANUP_CHUNK: i64 = 2000;
+/// Free pages handed back per step.
+const VACUUM_PAGES: i64 = 1024;
+
+/// Frees up to [`VACUUM_PAGES`] pages; returns whether free pages are left.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<bool> {
+    {
+        let mut stmt =
+            conn.prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
+        let mut rows = stmt.query([])?;
+        // Each step frees one page; run it to the end.
+        while rows.next()?.is_some() {}
+    }
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(free > 0)
 }
 
 fn current(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<KeyValue>> {
@@ -200,13 +320,22 @@ fn insert_log(
 }
 
 /// Puts `cur` (about to be superseded) back into the log if compaction may have dropped it.
-fn keep_superseded(tx: &Transaction<'_>, cur: &KeyValue, compacted: Revision) -> rusqlite::Result<()> {
+fn keep_superseded(
+    tx: &Transaction<'_>,
+    cur: &KeyValue,
+    compacted: Revision,
+) -> rusqlite::Result<()> {
     if cur.mod_revision <= compacted {
         tx.prepare_cached(
             "INSERT OR IGNORE INTO log (rev, key, create_rev, prev_rev, value, deleted)
              VALUES (?1, ?2, ?3, 0, ?4, 0)",
         )?
-        .execute(params![cur.mod_revision, cur.key, cur.create_revision, cur.value.as_ref()])?;
+        .execute(params![
+            cur.mod_revision,
+            cur.key,
+            cur.create_revision,
+            cur.value.as_ref()
+        ])?;
     }
     Ok(())
 }
@@ -215,9 +344,11 @@ fn keep_superseded(tx: &Transaction<'_>, cur: &KeyValue, compacted: Revision) ->
 fn check(key: &str, cur: Option<KeyValue>, expected: Option<Revision>) -> Result<KeyValue> {
     let cur = cur.ok_or_else(|| Error::NotFound(key.to_owned()))?;
     match expected {
-        Some(expected) if expected != cur.mod_revision => {
-            Err(Error::Conflict { key: key.to_owned(), expected, current: Box::new(cur) })
-        }
+        Some(expected) if expected != cur.mod_revision => Err(Error::Conflict {
+            key: key.to_owned(),
+            expected,
+            current: Box::new(cur),
+        }),
         _ => Ok(cur),
     }
 }
@@ -245,23 +376,53 @@ fn apply(
             )?
             .execute(params![key, r, value.as_ref()])?;
             *rev = r;
-            let kv = KeyValue { key, value, create_revision: r, mod_revision: r };
-            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: None };
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: r,
+                mod_revision: r,
+            };
+            let event = Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev: None,
+            };
             Ok(Ok((kv, event)))
         }
-        Op::Update { key, value, expected } => {
+        Op::Update {
+            key,
+            value,
+            expected,
+        } => {
             let cur = match check(&key, current(tx, &key)?, Some(expected)) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
             let r = *rev + 1;
             keep_superseded(tx, &cur, compacted)?;
-            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &value, false)?;
+            insert_log(
+                tx,
+                r,
+                &key,
+                cur.create_revision,
+                cur.mod_revision,
+                &value,
+                false,
+            )?;
             tx.prepare_cached("UPDATE current SET mod_rev = ?2, value = ?3 WHERE key = ?1")?
                 .execute(params![key, r, value.as_ref()])?;
             *rev = r;
-            let kv = KeyValue { key, value, create_revision: cur.create_revision, mod_revision: r };
-            let event = Event { kind: EventKind::Put, kv: kv.clone(), prev: Some(cur) };
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: cur.create_revision,
+                mod_revision: r,
+            };
+            let event = Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev: Some(cur),
+            };
             Ok(Ok((kv, event)))
         }
         Op::Delete { key, expected } => {
@@ -271,11 +432,27 @@ fn apply(
             };
             let r = *rev + 1;
             keep_superseded(tx, &cur, compacted)?;
-            insert_log(tx, r, &key, cur.create_revision, cur.mod_revision, &[], true)?;
-            tx.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute(params![key])?;
+            insert_log(
+                tx,
+                r,
+                &key,
+                cur.create_revision,
+                cur.mod_revision,
+                &[],
+                true,
+            )?;
+            tx.prepare_cached("DELETE FROM current WHERE key = ?1")?
+                .execute(params![key])?;
             *rev = r;
-            let kv = KeyValue { mod_revision: r, ..cur.clone() };
-            let event = Event { kind: EventKind::Delete, kv: kv.clone(), prev: Some(cur) };
+            let kv = KeyValue {
+                mod_revision: r,
+                ..cur.clone()
+            };
+            let event = Event {
+                kind: EventKind::Delete,
+                kv: kv.clone(),
+                prev: Some(cur),
+            };
             Ok(Ok((kv, event)))
         }
     }
