@@ -3,6 +3,9 @@
 //! grammar, validation and error messages (apimachinery `labels/selector.go`,
 //! `fields/selector.go`).
 
+// `ApiError` is the crate's one error type, returned as is by every function here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +13,9 @@ use std::str::FromStr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 
 use crate::error::ApiError;
-use crate::resources::validation::{DNS1123_SUBDOMAIN_MSG, is_dns1123_subdomain, is_label_value, is_qualified_name};
+use crate::resources::validation::{
+    DNS1123_SUBDOMAIN_MSG, is_dns1123_subdomain, is_label_value, is_qualified_name,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Label selectors
@@ -74,7 +79,10 @@ fn invalid(path: &str, value: &str, detail: &str) -> String {
 
 fn invalid_list(path: &str, values: &[String], detail: &str) -> String {
     let list: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
-    format!("{path}: Invalid value: []string{{{}}}: {detail}", list.join(", "))
+    format!(
+        "{path}: Invalid value: []string{{{}}}: {detail}",
+        list.join(", ")
+    )
 }
 
 fn go_quote(s: &str) -> String {
@@ -163,7 +171,11 @@ fn validate_label_key(key: &str, path: &str) -> Option<String> {
 impl Requirement {
     /// A validated requirement, as upstream's `NewRequirement`: the key must be a qualified name,
     /// values must be label values, and the number of values must fit the operator.
-    pub fn new(key: impl Into<String>, operator: Operator, values: Vec<String>) -> Result<Self, ApiError> {
+    pub fn new(
+        key: impl Into<String>,
+        operator: Operator,
+        values: Vec<String>,
+    ) -> Result<Self, ApiError> {
         let key = key.into();
         let mut errs = vec![];
         if let Some(e) = validate_label_key(&key, "key") {
@@ -171,13 +183,27 @@ impl Requirement {
         }
         match operator {
             Operator::In | Operator::NotIn if values.is_empty() => {
-                errs.push(invalid_list("values", &values, "for 'in', 'notin' operators, values set can't be empty"));
+                errs.push(invalid_list(
+                    "values",
+                    &values,
+                    "for 'in', 'notin' operators, values set can't be empty",
+                ));
             }
-            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals if values.len() != 1 => {
-                errs.push(invalid_list("values", &values, "exact-match compatibility requires one single value"));
+            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals
+                if values.len() != 1 =>
+            {
+                errs.push(invalid_list(
+                    "values",
+                    &values,
+                    "exact-match compatibility requires one single value",
+                ));
             }
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                errs.push(invalid_list("values", &values, "values set must be empty for exists and does not exist"));
+                errs.push(invalid_list(
+                    "values",
+                    &values,
+                    "values set must be empty for exists and does not exist",
+                ));
             }
             Operator::GreaterThan | Operator::LessThan => {
                 if values.len() != 1 {
@@ -202,12 +228,20 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let value_errs = label_value_errors(v);
             if !value_errs.is_empty() {
-                errs.push(invalid(&format!("values[{i}][{key}]"), v, &value_errs.join("; ")));
+                errs.push(invalid(
+                    &format!("values[{i}][{key}]"),
+                    v,
+                    &value_errs.join("; "),
+                ));
             }
         }
         match aggregate(errs) {
             Some(msg) => Err(ApiError::bad_request(msg)),
-            None => Ok(Self { key, operator, values }),
+            None => Ok(Self {
+                key,
+                operator,
+                values,
+            }),
         }
     }
 
@@ -234,16 +268,26 @@ impl Requirement {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let value = labels.get(&self.key);
         match self.operator {
-            Operator::In | Operator::Equals | Operator::DoubleEquals => value.is_some_and(|v| self.has_value(v)),
+            Operator::In | Operator::Equals | Operator::DoubleEquals => {
+                value.is_some_and(|v| self.has_value(v))
+            }
             Operator::NotIn | Operator::NotEquals => value.is_none_or(|v| !self.has_value(v)),
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
-                let (Some(Ok(have)), [want]) = (value.map(|v| v.parse::<i64>()), self.values.as_slice()) else {
+                let (Some(Ok(have)), [want]) =
+                    (value.map(|v| v.parse::<i64>()), self.values.as_slice())
+                else {
                     return false;
                 };
-                let Ok(want) = want.parse::<i64>() else { return false };
-                if self.operator == Operator::GreaterThan { have > want } else { have < want }
+                let Ok(want) = want.parse::<i64>() else {
+                    return false;
+                };
+                if self.operator == Operator::GreaterThan {
+                    have > want
+                } else {
+                    have < want
+                }
             }
         }
     }
@@ -360,11 +404,18 @@ fn lex(input: &str) -> Vec<(Token, String)> {
                     out.push((t, input[start..end].to_string()));
                     pos = end;
                 }
-                None => out.push((Token::Error, format!("error expected: keyword found '{}'", &input[start..pos]))),
+                None => out.push((
+                    Token::Error,
+                    format!("error expected: keyword found '{}'", &input[start..pos]),
+                )),
             }
         } else {
             let start = pos;
-            while pos < bytes.len() && !is_whitespace(bytes[pos]) && !is_special(bytes[pos]) && bytes[pos] != 0 {
+            while pos < bytes.len()
+                && !is_whitespace(bytes[pos])
+                && !is_special(bytes[pos])
+                && bytes[pos] != 0
+            {
                 pos += 1;
             }
             let word = &input[start..pos];
@@ -386,7 +437,11 @@ struct Parser {
 
 impl Parser {
     fn at(&self, context: Context) -> (Token, String) {
-        let (tok, lit) = self.items.get(self.pos).cloned().unwrap_or((Token::End, String::new()));
+        let (tok, lit) = self
+            .items
+            .get(self.pos)
+            .cloned()
+            .unwrap_or((Token::End, String::new()));
         // In a values context, `in` and `notin` are plain identifiers.
         let tok = match (context, tok) {
             (Context::Values, Token::In | Token::NotIn) => Token::Identifier,
@@ -413,7 +468,9 @@ impl Parser {
             let (tok, lit) = self.lookahead(Context::Values);
             match tok {
                 Token::Identifier | Token::DoesNotExist => {
-                    let r = self.parse_requirement().map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    let r = self
+                        .parse_requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
                     reqs.push(r);
                     let (t, l) = self.consume(Context::Values);
                     match t {
@@ -421,14 +478,20 @@ impl Parser {
                         Token::Comma => {
                             let (t2, l2) = self.lookahead(Context::Values);
                             if t2 != Token::Identifier && t2 != Token::DoesNotExist {
-                                return Err(format!("found '{l2}', expected: identifier after ','"));
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
                             }
                         }
                         _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
                     }
                 }
                 Token::End => return Ok(reqs),
-                _ => return Err(format!("found '{lit}', expected: !, identifier, or 'end of string'")),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ));
+                }
             }
         }
     }
@@ -560,7 +623,10 @@ impl LabelSelector {
     /// Parses the query-string syntax (`a=b,c!=d,e in (x,y),f notin (z),g,!h,i>1`).
     /// Errors are 400 BadRequest with upstream's messages.
     pub fn parse(selector: &str) -> Result<Self, ApiError> {
-        let mut parser = Parser { items: lex(selector), pos: 0 };
+        let mut parser = Parser {
+            items: lex(selector),
+            pos: 0,
+        };
         let mut requirements = parser.parse().map_err(ApiError::bad_request)?;
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Self { requirements })
@@ -571,7 +637,11 @@ impl LabelSelector {
     pub fn from_k8s(selector: &metav1::LabelSelector) -> Result<Self, ApiError> {
         let mut requirements = vec![];
         for (k, v) in selector.match_labels.iter().flatten() {
-            requirements.push(Requirement::new(k.clone(), Operator::Equals, vec![v.clone()])?);
+            requirements.push(Requirement::new(
+                k.clone(),
+                Operator::Equals,
+                vec![v.clone()],
+            )?);
         }
         for expr in selector.match_expressions.iter().flatten() {
             let op = match expr.operator.as_str() {
@@ -580,10 +650,17 @@ impl LabelSelector {
                 "Exists" => Operator::Exists,
                 "DoesNotExist" => Operator::DoesNotExist,
                 other => {
-                    return Err(ApiError::bad_request(format!("{} is not a valid label selector operator", go_quote(other))));
+                    return Err(ApiError::bad_request(format!(
+                        "{} is not a valid label selector operator",
+                        go_quote(other)
+                    )));
                 }
             };
-            requirements.push(Requirement::new(expr.key.clone(), op, expr.values.clone().unwrap_or_default())?);
+            requirements.push(Requirement::new(
+                expr.key.clone(),
+                op,
+                expr.values.clone().unwrap_or_default(),
+            )?);
         }
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Self { requirements })
@@ -594,7 +671,11 @@ impl LabelSelector {
     pub fn from_set(labels: &BTreeMap<String, String>) -> Result<Self, ApiError> {
         let mut requirements = vec![];
         for (k, v) in labels {
-            requirements.push(Requirement::new(k.clone(), Operator::Equals, vec![v.clone()])?);
+            requirements.push(Requirement::new(
+                k.clone(),
+                Operator::Equals,
+                vec![v.clone()],
+            )?);
         }
         Ok(Self { requirements })
     }
@@ -739,7 +820,9 @@ pub fn unescape_field_value(s: &str) -> Result<String, ApiError> {
         }
     }
     if in_slash {
-        return Err(ApiError::bad_request("invalid field selector: invalid escape sequence: \\"));
+        return Err(ApiError::bad_request(
+            "invalid field selector: invalid escape sequence: \\",
+        ));
     }
     Ok(out)
 }
@@ -770,7 +853,11 @@ fn split_terms(s: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
     for (i, _) in term.char_indices() {
         let rest = &term[i..];
-        for (op, kind) in [("!=", FieldOperator::NotEquals), ("==", FieldOperator::Equals), ("=", FieldOperator::Equals)] {
+        for (op, kind) in [
+            ("!=", FieldOperator::NotEquals),
+            ("==", FieldOperator::Equals),
+            ("=", FieldOperator::Equals),
+        ] {
             if let Some(rhs) = rest.strip_prefix(op) {
                 return Some((&term[..i], kind, rhs));
             }
@@ -799,7 +886,11 @@ impl FieldSelector {
                     "invalid selector: '{selector}'; can't understand '{part}'"
                 )));
             };
-            terms.push(FieldTerm { field: lhs.to_string(), operator, value: unescape_field_value(rhs)? });
+            terms.push(FieldTerm {
+                field: lhs.to_string(),
+                operator,
+                value: unescape_field_value(rhs)?,
+            });
         }
         Ok(Self { terms })
     }
@@ -808,7 +899,11 @@ impl FieldSelector {
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let terms = pairs
             .into_iter()
-            .map(|(f, v)| FieldTerm { field: f.to_string(), operator: FieldOperator::Equals, value: v.to_string() })
+            .map(|(f, v)| FieldTerm {
+                field: f.to_string(),
+                operator: FieldOperator::Equals,
+                value: v.to_string(),
+            })
             .collect();
         Self { terms }
     }
@@ -883,7 +978,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -958,15 +1056,27 @@ mod tests {
     #[test]
     fn error_messages_read_like_upstream() {
         let e = LabelSelector::parse("x in a").unwrap_err();
-        assert_eq!(e.message, "unable to parse requirement: found 'a' expected: '('");
+        assert_eq!(
+            e.message,
+            "unable to parse requirement: found 'a' expected: '('"
+        );
         let e = LabelSelector::parse("x y").unwrap_err();
-        assert_eq!(e.message, "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(
+            e.message,
+            "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt"
+        );
         let e = LabelSelector::parse(",x").unwrap_err();
-        assert_eq!(e.message, "found ',', expected: !, identifier, or 'end of string'");
+        assert_eq!(
+            e.message,
+            "found ',', expected: !, identifier, or 'end of string'"
+        );
         let e = LabelSelector::parse("x,,y").unwrap_err();
         assert_eq!(e.message, "found ',', expected: identifier after ','");
         let e = LabelSelector::parse("a b=c").unwrap_err();
-        assert_eq!(e.message, "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(
+            e.message,
+            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+        );
         let e = LabelSelector::parse("x=a b").unwrap_err();
         assert_eq!(e.message, "found 'b', expected: ',' or 'end of string'");
         let e = LabelSelector::parse("x=a,").unwrap_err();
@@ -977,7 +1087,13 @@ mod tests {
             "unable to parse requirement: values[0]: Invalid value: \"z\": for 'Gt', 'Lt' operators, the value must be an integer"
         );
         let e = LabelSelector::parse("-a=b").unwrap_err();
-        assert!(e.message.starts_with("unable to parse requirement: key: Invalid value: \"-a\": name part must consist of"), "{}", e.message);
+        assert!(
+            e.message.starts_with(
+                "unable to parse requirement: key: Invalid value: \"-a\": name part must consist of"
+            ),
+            "{}",
+            e.message
+        );
         let e = LabelSelector::parse("a=-b").unwrap_err();
         assert!(
             e.message.starts_with("unable to parse requirement: values[0][a]: Invalid value: \"-b\": a valid label must be"),
@@ -985,7 +1101,10 @@ mod tests {
             e.message
         );
         let e = LabelSelector::parse("x ~ y").unwrap_err();
-        assert_eq!(e.message, "unable to parse requirement: found '~', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(
+            e.message,
+            "unable to parse requirement: found '~', expected: in, notin, =, ==, !=, gt, lt"
+        );
     }
 
     #[test]
@@ -1035,7 +1154,10 @@ mod tests {
             ("x=", vec![("x", "")]),
         ];
         for (sel, l) in yes {
-            assert!(LabelSelector::parse(sel).unwrap().matches(&labels(&l)), "{sel} should match {l:?}");
+            assert!(
+                LabelSelector::parse(sel).unwrap().matches(&labels(&l)),
+                "{sel} should match {l:?}"
+            );
         }
         let no = [
             ("x=z", vec![]),
@@ -1053,7 +1175,10 @@ mod tests {
             ("x notin (a,b)", vec![("x", "a")]),
         ];
         for (sel, l) in no {
-            assert!(!LabelSelector::parse(sel).unwrap().matches(&labels(&l)), "{sel} should not match {l:?}");
+            assert!(
+                !LabelSelector::parse(sel).unwrap().matches(&labels(&l)),
+                "{sel} should not match {l:?}"
+            );
         }
     }
 
@@ -1067,8 +1192,16 @@ mod tests {
                     operator: "In".into(),
                     values: Some(vec!["fe".into(), "be".into()]),
                 },
-                metav1::LabelSelectorRequirement { key: "old".into(), operator: "DoesNotExist".into(), values: None },
-                metav1::LabelSelectorRequirement { key: "env".into(), operator: "Exists".into(), values: None },
+                metav1::LabelSelectorRequirement {
+                    key: "old".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+                metav1::LabelSelectorRequirement {
+                    key: "env".into(),
+                    operator: "Exists".into(),
+                    values: None,
+                },
                 metav1::LabelSelectorRequirement {
                     key: "zone".into(),
                     operator: "NotIn".into(),
@@ -1077,11 +1210,24 @@ mod tests {
             ]),
         };
         let s = LabelSelector::from_k8s(&sel).unwrap();
-        assert_eq!(s.to_string(), "app=web,env,!old,tier in (be,fe),zone notin (a)");
+        assert_eq!(
+            s.to_string(),
+            "app=web,env,!old,tier in (be,fe),zone notin (a)"
+        );
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("env", "x")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("env", "x"), ("old", "1")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("env", "x"), ("zone", "a")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "fe"),
+            ("env", "x"),
+            ("old", "1")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "fe"),
+            ("env", "x"),
+            ("zone", "a")
+        ])));
 
         let empty = LabelSelector::from_k8s(&metav1::LabelSelector::default()).unwrap();
         assert!(empty.is_empty());
@@ -1107,7 +1253,12 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(LabelSelector::from_k8s(&no_values).unwrap_err().message.contains("values set can't be empty"));
+        assert!(
+            LabelSelector::from_k8s(&no_values)
+                .unwrap_err()
+                .message
+                .contains("values set can't be empty")
+        );
         let exists_with_values = metav1::LabelSelector {
             match_expressions: Some(vec![metav1::LabelSelectorRequirement {
                 key: "a".into(),
@@ -1117,7 +1268,10 @@ mod tests {
             ..Default::default()
         };
         assert!(LabelSelector::from_k8s(&exists_with_values).is_err());
-        let bad_key = metav1::LabelSelector { match_labels: Some(labels(&[("a b", "c")])), ..Default::default() };
+        let bad_key = metav1::LabelSelector {
+            match_labels: Some(labels(&[("a b", "c")])),
+            ..Default::default()
+        };
         assert!(LabelSelector::from_k8s(&bad_key).is_err());
     }
 
@@ -1173,7 +1327,10 @@ mod tests {
             let e = FieldSelector::parse(bad).expect_err(bad);
             assert_eq!(e.code, 400, "{bad}");
         }
-        assert_eq!(FieldSelector::parse("abc").unwrap_err().message, "invalid selector: 'abc'; can't understand 'abc'");
+        assert_eq!(
+            FieldSelector::parse("abc").unwrap_err().message,
+            "invalid selector: 'abc'; can't understand 'abc'"
+        );
         assert_eq!(
             FieldSelector::parse("a=b\\c").unwrap_err().message,
             "invalid field selector: invalid escape sequence: \\c"
@@ -1195,17 +1352,55 @@ mod tests {
             }
         };
         assert!(FieldSelector::parse("").unwrap().matches(obj).unwrap());
-        assert!(FieldSelector::parse("metadata.name=web").unwrap().matches(obj).unwrap());
-        assert!(FieldSelector::parse("metadata.name==web,metadata.namespace!=kube-system").unwrap().matches(obj).unwrap());
-        assert!(!FieldSelector::parse("metadata.name=db").unwrap().matches(obj).unwrap());
-        assert!(FieldSelector::parse("spec.nodeName=").unwrap().matches(obj).unwrap());
-        assert!(!FieldSelector::parse("spec.nodeName!=").unwrap().matches(obj).unwrap());
-        let e = FieldSelector::parse("spec.foo=bar").unwrap().matches(obj).unwrap_err();
+        assert!(
+            FieldSelector::parse("metadata.name=web")
+                .unwrap()
+                .matches(obj)
+                .unwrap()
+        );
+        assert!(
+            FieldSelector::parse("metadata.name==web,metadata.namespace!=kube-system")
+                .unwrap()
+                .matches(obj)
+                .unwrap()
+        );
+        assert!(
+            !FieldSelector::parse("metadata.name=db")
+                .unwrap()
+                .matches(obj)
+                .unwrap()
+        );
+        assert!(
+            FieldSelector::parse("spec.nodeName=")
+                .unwrap()
+                .matches(obj)
+                .unwrap()
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName!=")
+                .unwrap()
+                .matches(obj)
+                .unwrap()
+        );
+        let e = FieldSelector::parse("spec.foo=bar")
+            .unwrap()
+            .matches(obj)
+            .unwrap_err();
         assert_eq!(e.code, 400);
         assert_eq!(e.message, "field label not supported: spec.foo");
         let s = FieldSelector::parse("spec.foo=bar").unwrap();
-        assert_eq!(s.validate(|l| l.starts_with("metadata.")).unwrap_err().message, "field label not supported: spec.foo");
-        assert!(FieldSelector::parse("metadata.name=x").unwrap().validate(|l| l.starts_with("metadata.")).is_ok());
+        assert_eq!(
+            s.validate(|l| l.starts_with("metadata."))
+                .unwrap_err()
+                .message,
+            "field label not supported: spec.foo"
+        );
+        assert!(
+            FieldSelector::parse("metadata.name=x")
+                .unwrap()
+                .validate(|l| l.starts_with("metadata."))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1216,7 +1411,11 @@ mod tests {
         assert_eq!(s.requires_exact_match("spec.nodeName"), None);
         let s = FieldSelector::parse("metadata.name==a\\,b").unwrap();
         assert_eq!(s.requires_exact_match("metadata.name"), Some("a,b"));
-        assert_eq!(FieldSelector::from_pairs([("metadata.name", "z")]).requires_exact_match("metadata.name"), Some("z"));
+        assert_eq!(
+            FieldSelector::from_pairs([("metadata.name", "z")])
+                .requires_exact_match("metadata.name"),
+            Some("z")
+        );
     }
 
     #[test]
