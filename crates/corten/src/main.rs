@@ -34,6 +34,9 @@ struct ServerArgs {
     /// Seconds between compactions of old revisions.
     #[arg(long, default_value_t = 300)]
     compaction_interval_seconds: u64,
+    /// How many revisions of history compaction keeps (watches and lists may resume from them).
+    #[arg(long, default_value_t = 10_000)]
+    compaction_retain_revisions: i64,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apiserver=debug`.
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -63,7 +66,7 @@ fn server(args: ServerArgs) -> ExitCode {
         bind_address: args.bind_address,
         port: args.https_listen_port,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds.max(1)),
-        ..Default::default()
+        compaction_keep: args.compaction_retain_revisions.max(0),
     };
     let result = runtime.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);

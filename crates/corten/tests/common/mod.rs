@@ -16,6 +16,7 @@ pub struct Cluster {
     /// The HTTPS port.
     pub port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 /// A free TCP port on loopback.
@@ -26,7 +27,17 @@ pub fn free_port() -> u16 {
 impl Cluster {
     /// Starts a server in a fresh data dir and waits until kubectl can reach it.
     pub fn start() -> Self {
-        let mut c = Cluster { dir: tempfile::tempdir().expect("tempdir"), port: free_port(), child: None };
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         c.spawn();
         c
     }
@@ -37,6 +48,7 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
             .args(["--https-listen-port", &self.port.to_string(), "--bind-address", "127.0.0.1"])
+            .args(&self.extra)
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
