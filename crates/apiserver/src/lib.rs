@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod generic;
 pub mod handler;
+pub mod instrumented;
 pub mod list;
 pub mod metrics;
 pub mod objects;

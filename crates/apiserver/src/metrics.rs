@@ -35,6 +35,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     watches: AtomicI64,
+    store: Mutex<BTreeMap<(&'static str, bool), Histogram>>,
 }
 
 impl Metrics {
@@ -47,6 +48,13 @@ impl Metrics {
             if let Ok(mut l) = self.latency.lock() {
                 l.entry((verb.to_string(), resource.to_string())).or_default().observe(elapsed.as_secs_f64());
             }
+        }
+    }
+
+    /// Records one store operation.
+    pub fn observe_store(&self, op: &'static str, ok: bool, elapsed: Duration) {
+        if let Ok(mut s) = self.store.lock() {
+            s.entry((op, ok)).or_default().observe(elapsed.as_secs_f64());
         }
     }
 
@@ -80,6 +88,19 @@ impl Metrics {
                 let _ = writeln!(out, "apiserver_request_duration_seconds_count{{verb=\"{verb}\",resource=\"{resource}\"}} {}", h.count);
             }
         }
+        out.push_str("# HELP corten_store_request_duration_seconds Datastore operation latency in seconds by operation and result.\n# TYPE corten_store_request_duration_seconds histogram\n");
+        if let Ok(s) = self.store.lock() {
+            for ((op, ok), h) in s.iter() {
+                let result = if *ok { "ok" } else { "error" };
+                let labels = format!("operation=\"{op}\",result=\"{result}\"");
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(out, "corten_store_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+                }
+                let _ = writeln!(out, "corten_store_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "corten_store_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "corten_store_request_duration_seconds_count{{{labels}}} {}", h.count);
+            }
+        }
         let _ = writeln!(out, "# HELP apiserver_longrunning_requests Number of open watches.\n# TYPE apiserver_longrunning_requests gauge\napiserver_longrunning_requests{{verb=\"WATCH\"}} {}", self.watches.load(Ordering::Relaxed));
         out
     }
@@ -94,7 +115,9 @@ mod tests {
         let m = Metrics::default();
         m.observe("GET", "pods", 200, Duration::from_millis(3));
         m.watch_opened();
+        m.observe_store("create", true, Duration::from_millis(2));
         let text = m.render();
+        assert!(text.contains("corten_store_request_duration_seconds_count{operation=\"create\",result=\"ok\"} 1"));
         assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1"));
         assert!(text.contains("apiserver_request_duration_seconds_bucket{verb=\"GET\",resource=\"pods\",le=\"0.005\"} 1"));
         assert!(text.contains("apiserver_longrunning_requests{verb=\"WATCH\"} 1"));

@@ -1,12 +1,13 @@
 //! The API server's shared state: the store, the registry, credentials, metrics and the
 //! cached OpenAPI documents.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use api::Registry;
 use bytes::Bytes;
 use store::SharedStore;
 
+use crate::instrumented::InstrumentedStore;
 use crate::metrics::Metrics;
 
 /// Everything a request handler needs.
@@ -18,7 +19,7 @@ pub struct ApiState {
     /// The admin bearer token.
     pub admin_token: String,
     /// Request and store metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The address clients reach the API server on (`host:port`), for discovery.
     pub advertise: String,
     /// OpenAPI documents, rendered once on first use.
@@ -35,13 +36,14 @@ pub struct OpenApiCache {
 }
 
 impl ApiState {
-    /// State over a store.
+    /// State over a store; store operations are timed into the metrics.
     pub fn new(store: SharedStore, admin_token: String, advertise: String) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
-            store,
+            store: Arc::new(InstrumentedStore::new(store, metrics.clone())),
             registry: Registry::global(),
             admin_token,
-            metrics: Metrics::default(),
+            metrics,
             advertise,
             openapi: OpenApiCache::default(),
         }

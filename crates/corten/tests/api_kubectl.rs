@@ -263,6 +263,7 @@ fn discovery_explain_and_metrics() {
     let metrics = c.kubectl(&["get", "--raw", "/metrics"]);
     assert!(metrics.contains("apiserver_request_total{verb=\"LIST\",resource=\"namespaces\",code=\"200\"}"), "{metrics}");
     assert!(metrics.contains("apiserver_request_duration_seconds_bucket"));
+    assert!(metrics.contains("corten_store_request_duration_seconds_count{operation=\"range\",result=\"ok\"}"), "{metrics}");
 }
 
 #[test]
