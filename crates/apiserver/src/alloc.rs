@@ -34,7 +34,10 @@ fn is_service(res: &ResourceInfo) -> bool {
 }
 
 fn wants_node_ports(svc: &Value) -> bool {
-    matches!(svc["spec"]["type"].as_str(), Some("NodePort" | "LoadBalancer"))
+    matches!(
+        svc["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    )
 }
 
 fn owner(svc: &Value) -> Bytes {
@@ -64,10 +67,10 @@ impl ApiState {
     }
 
     async fn unclaim(&self, key: &str) {
-        if let Err(e) = self.store.delete(key, None).await {
-            if !matches!(e, store::Error::NotFound(_)) {
-                tracing::warn!(key, error = %e, "could not release allocation");
-            }
+        if let Err(e) = self.store.delete(key, None).await
+            && !matches!(e, store::Error::NotFound(_))
+        {
+            tracing::warn!(key, error = %e, "could not release allocation");
         }
     }
 
@@ -78,37 +81,58 @@ impl ApiState {
         for _ in 0..64 {
             let offset = rand::random_range(2..size - 1);
             let ip = Ipv4Addr::from(u32::from(net) + offset);
-            if self.claim(&format!("{IP_KEYS}{ip}"), owner(svc), dry_run).await? {
+            if self
+                .claim(&format!("{IP_KEYS}{ip}"), owner(svc), dry_run)
+                .await?
+            {
                 return Ok(ip);
             }
         }
         for offset in 2..size - 1 {
             let ip = Ipv4Addr::from(u32::from(net) + offset);
-            if self.claim(&format!("{IP_KEYS}{ip}"), owner(svc), dry_run).await? {
+            if self
+                .claim(&format!("{IP_KEYS}{ip}"), owner(svc), dry_run)
+                .await?
+            {
                 return Ok(ip);
             }
         }
-        Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
+        Err(ApiError::internal(
+            "failed to allocate a serviceIP: range is full",
+        ))
     }
 
     async fn allocate_node_port(&self, svc: &Value, dry_run: bool) -> Result<u16, ApiError> {
         let (lo, hi) = NODE_PORTS;
         for _ in 0..64 {
             let port = rand::random_range(lo..=hi);
-            if self.claim(&format!("{PORT_KEYS}{port}"), owner(svc), dry_run).await? {
+            if self
+                .claim(&format!("{PORT_KEYS}{port}"), owner(svc), dry_run)
+                .await?
+            {
                 return Ok(port);
             }
         }
         for port in lo..=hi {
-            if self.claim(&format!("{PORT_KEYS}{port}"), owner(svc), dry_run).await? {
+            if self
+                .claim(&format!("{PORT_KEYS}{port}"), owner(svc), dry_run)
+                .await?
+            {
                 return Ok(port);
             }
         }
-        Err(ApiError::internal("failed to allocate a nodePort: range is full"))
+        Err(ApiError::internal(
+            "failed to allocate a nodePort: range is full",
+        ))
     }
 
     /// Claims the node ports `svc` names or needs; `keep` lists ports it already holds.
-    async fn claim_node_ports(&self, svc: &mut Value, keep: &[u16], dry_run: bool) -> Result<(), ApiError> {
+    async fn claim_node_ports(
+        &self,
+        svc: &mut Value,
+        keep: &[u16],
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         if !wants_node_ports(svc) {
             return Ok(());
         }
@@ -119,10 +143,29 @@ impl ApiState {
                 Some(p) => {
                     let (lo, hi) = NODE_PORTS;
                     if p < u64::from(lo) || p > u64::from(hi) {
-                        return Err(invalid(svc, FieldCause::invalid(format!("spec.ports[{i}].nodePort"), p, &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"))));
+                        return Err(invalid(
+                            svc,
+                            FieldCause::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                p,
+                                &format!(
+                                    "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                                ),
+                            ),
+                        ));
                     }
-                    if !self.claim(&format!("{PORT_KEYS}{p}"), owner(svc), dry_run).await? {
-                        return Err(invalid(svc, FieldCause::invalid(format!("spec.ports[{i}].nodePort"), p, "provided port is already allocated")));
+                    if !self
+                        .claim(&format!("{PORT_KEYS}{p}"), owner(svc), dry_run)
+                        .await?
+                    {
+                        return Err(invalid(
+                            svc,
+                            FieldCause::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                p,
+                                "provided port is already allocated",
+                            ),
+                        ));
                     }
                 }
                 None => {
@@ -135,7 +178,12 @@ impl ApiState {
     }
 
     /// Allocations a new object needs before it is stored (services: clusterIP, nodePorts).
-    pub async fn admit_create(&self, res: &ResourceInfo, obj: &mut Value, dry_run: bool) -> Result<(), ApiError> {
+    pub async fn admit_create(
+        &self,
+        res: &ResourceInfo,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         if !is_service(res) {
             return Ok(());
         }
@@ -144,13 +192,37 @@ impl ApiState {
                 Some("None") => None,
                 Some(s) if !s.is_empty() => {
                     let ip: Ipv4Addr = s.parse().map_err(|_| {
-                        invalid(obj, FieldCause::invalid("spec.clusterIPs[0]", s, "must be a valid IP address"))
+                        invalid(
+                            obj,
+                            FieldCause::invalid(
+                                "spec.clusterIPs[0]",
+                                s,
+                                "must be a valid IP address",
+                            ),
+                        )
                     })?;
                     if !in_cidr(ip) {
-                        return Err(invalid(obj, FieldCause::invalid("spec.clusterIPs", s, "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16")));
+                        return Err(invalid(
+                            obj,
+                            FieldCause::invalid(
+                                "spec.clusterIPs",
+                                s,
+                                "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16",
+                            ),
+                        ));
                     }
-                    if !self.claim(&format!("{IP_KEYS}{ip}"), owner(obj), dry_run).await? {
-                        return Err(invalid(obj, FieldCause::invalid("spec.clusterIPs", s, "failed to allocate IP: provided IP is already allocated")));
+                    if !self
+                        .claim(&format!("{IP_KEYS}{ip}"), owner(obj), dry_run)
+                        .await?
+                    {
+                        return Err(invalid(
+                            obj,
+                            FieldCause::invalid(
+                                "spec.clusterIPs",
+                                s,
+                                "failed to allocate IP: provided IP is already allocated",
+                            ),
+                        ));
                     }
                     Some(ip)
                 }
@@ -174,16 +246,21 @@ impl ApiState {
 
     /// Allocation changes on update: node ports for a service that became NodePort or gained
     /// ports, releases for those it dropped. The clusterIP is immutable (validation).
-    pub async fn admit_update(&self, res: &ResourceInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
+    pub async fn admit_update(
+        &self,
+        res: &ResourceInfo,
+        new: &mut Value,
+        old: &Value,
+    ) -> Result<(), ApiError> {
         if !is_service(res) {
             return Ok(());
         }
         // Keep the allocated addresses when a client omits them.
         for field in ["clusterIP", "clusterIPs"] {
-            if new["spec"][field].is_null() || new["spec"][field] == "" {
-                if let Some(v) = old["spec"].get(field) {
-                    new["spec"][field] = v.clone();
-                }
+            if (new["spec"][field].is_null() || new["spec"][field] == "")
+                && let Some(v) = old["spec"].get(field)
+            {
+                new["spec"][field] = v.clone();
             }
         }
         let held = node_ports(old);
@@ -192,8 +269,13 @@ impl ApiState {
             if let Some(ports) = new["spec"]["ports"].as_array_mut() {
                 for p in ports.iter_mut() {
                     if p["nodePort"].is_null() {
-                        let same = old["spec"]["ports"].as_array().and_then(|o| o.iter().find(|op| op["port"] == p["port"]));
-                        if let Some(np) = same.and_then(|o| o.get("nodePort")).filter(|v| !v.is_null()) {
+                        let same = old["spec"]["ports"]
+                            .as_array()
+                            .and_then(|o| o.iter().find(|op| op["port"] == p["port"]));
+                        if let Some(np) = same
+                            .and_then(|o| o.get("nodePort"))
+                            .filter(|v| !v.is_null())
+                        {
                             p["nodePort"] = np.clone();
                         }
                     }
@@ -201,15 +283,19 @@ impl ApiState {
             }
         }
         self.claim_node_ports(new, &held, false).await?;
-        let now = if wants_node_ports(new) { node_ports(new) } else { vec![] };
+        let now = if wants_node_ports(new) {
+            node_ports(new)
+        } else {
+            vec![]
+        };
         for p in held.iter().filter(|p| !now.contains(p)) {
             self.unclaim(&format!("{PORT_KEYS}{p}")).await;
         }
-        if !wants_node_ports(new) {
-            if let Some(ports) = new["spec"]["ports"].as_array_mut() {
-                for p in ports {
-                    p.as_object_mut().map(|m| m.remove("nodePort"));
-                }
+        if !wants_node_ports(new)
+            && let Some(ports) = new["spec"]["ports"].as_array_mut()
+        {
+            for p in ports {
+                p.as_object_mut().map(|m| m.remove("nodePort"));
             }
         }
         Ok(())
@@ -220,7 +306,10 @@ impl ApiState {
         if !is_service(res) {
             return;
         }
-        if let Some(ip) = obj["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None") {
+        if let Some(ip) = obj["spec"]["clusterIP"]
+            .as_str()
+            .filter(|s| !s.is_empty() && *s != "None")
+        {
             self.unclaim(&format!("{IP_KEYS}{ip}")).await;
         }
         for p in node_ports(obj) {
@@ -232,6 +321,11 @@ impl ApiState {
 fn node_ports(svc: &Value) -> Vec<u16> {
     svc["spec"]["ports"]
         .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["nodePort"].as_u64()).map(|p| p as u16).collect())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["nodePort"].as_u64())
+                .map(|p| p as u16)
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -49,12 +49,15 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         return Err(ApiError::unsupported_media_type(mt));
     }
     if mt.ends_with("yaml") {
-        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
+        let text = std::str::from_utf8(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
         return serde_saphyr::from_str::<Value>(text)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")));
     }
     serde_json::from_slice::<Value>(body).map_err(|e| {
-        ApiError::bad_request(format!("the request body could not be decoded as JSON: {e}"))
+        ApiError::bad_request(format!(
+            "the request body could not be decoded as JSON: {e}"
+        ))
     })
 }
 
@@ -62,7 +65,9 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
 pub fn decode_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let v = decode(content_type, body)?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -75,11 +80,29 @@ mod tests {
     fn rejects_bad_bodies() {
         assert_eq!(decode("application/json", b"{").unwrap_err().code, 400);
         assert_eq!(decode("application/json", b"").unwrap_err().code, 400);
-        assert_eq!(decode_object("application/json", b"[1]").unwrap_err().code, 400);
+        assert_eq!(
+            decode_object("application/json", b"[1]").unwrap_err().code,
+            400
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(decode("application/json", deep.as_bytes()).unwrap_err().code, 400);
-        assert_eq!(decode("application/json", &vec![b' '; MAX_BODY + 1]).unwrap_err().code, 413);
-        assert_eq!(decode("application/vnd.kubernetes.protobuf", b"x").unwrap_err().code, 415);
+        assert_eq!(
+            decode("application/json", deep.as_bytes())
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            decode("application/json", &vec![b' '; MAX_BODY + 1])
+                .unwrap_err()
+                .code,
+            413
+        );
+        assert_eq!(
+            decode("application/vnd.kubernetes.protobuf", b"x")
+                .unwrap_err()
+                .code,
+            415
+        );
     }
 
     #[test]

@@ -11,7 +11,13 @@ use crate::alloc::KUBERNETES_SERVICE_IP;
 use crate::request::Query;
 use crate::state::ApiState;
 
-async fn ensure(state: &Arc<ApiState>, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
+async fn ensure(
+    state: &Arc<ApiState>,
+    group: &str,
+    plural: &str,
+    ns: Option<&str>,
+    obj: Value,
+) -> Result<(), ApiError> {
     let res = state
         .registry
         .get(group, "v1", plural)
@@ -28,7 +34,14 @@ async fn ensure(state: &Arc<ApiState>, group: &str, plural: &str, ns: Option<&st
 /// `api_ip` and `api_port` are where the API server answers.
 pub async fn run(state: &Arc<ApiState>, api_ip: &str, api_port: u16) -> Result<(), ApiError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(state, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure(
+            state,
+            "",
+            "namespaces",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     if state.registry.get("", "v1", "services").is_some() {
         ensure(state, "", "services", Some("default"), json!({

@@ -5,15 +5,27 @@ use api::{Registry, ResourceInfo};
 use serde_json::{Value, json};
 
 /// The content type of aggregated discovery responses.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether an Accept header asks for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"))
 }
 
 /// The kind (group, version, kind) a subresource answers with, and its verbs.
-fn subresource_kind(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+fn subresource_kind(
+    res: &ResourceInfo,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
     const GPU: &[&str] = &["get", "patch", "update"];
     match sub {
         "scale" => ("autoscaling", "v1", "Scale", GPU),
@@ -25,7 +37,14 @@ fn subresource_kind(res: &ResourceInfo, sub: &str) -> (&'static str, &'static st
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
         "log" => ("", "v1", "Pod", &["get"]),
-        "proxy" => ("", "v1", "NodeProxyOptions", &["create", "delete", "get", "head", "options", "patch", "update"]),
+        "proxy" => (
+            "",
+            "v1",
+            "NodeProxyOptions",
+            &[
+                "create", "delete", "get", "head", "options", "patch", "update",
+            ],
+        ),
         _ => (res.group, res.version, res.kind, GPU),
     }
 }
@@ -40,7 +59,10 @@ pub fn core_versions(advertise: &str) -> Value {
 }
 
 fn group_entry(group: &str, versions: &[&str]) -> Value {
-    let versions: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({ "name": group, "versions": versions.clone(), "preferredVersion": versions[0] })
 }
 
@@ -60,18 +82,24 @@ fn groups(registry: &Registry) -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// `/apis`.
 pub fn group_list(registry: &Registry) -> Value {
-    let items: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_entry(g, vs)).collect();
+    let items: Vec<Value> = groups(registry)
+        .iter()
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": items })
 }
 
 /// `/apis/GROUP`, if served.
 pub fn group(registry: &Registry, name: &str) -> Option<Value> {
-    groups(registry).iter().find(|(g, _)| *g == name).map(|(g, vs)| {
-        let mut v = group_entry(g, vs);
-        v["kind"] = json!("APIGroup");
-        v["apiVersion"] = json!("v1");
-        v
-    })
+    groups(registry)
+        .iter()
+        .find(|(g, _)| *g == name)
+        .map(|(g, vs)| {
+            let mut v = group_entry(g, vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        })
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`, if served.
@@ -111,8 +139,14 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }),
+    )
 }
 
 fn aggregated_version(registry: &Registry, group: &str, version: &str) -> Value {
@@ -151,7 +185,9 @@ fn aggregated_version(registry: &Registry, group: &str, version: &str) -> Value 
 /// Aggregated discovery for `/api` (core) or `/apis` (all groups).
 pub fn aggregated(registry: &Registry, core: bool) -> Value {
     let items: Vec<Value> = if core {
-        vec![json!({ "metadata": {"name": ""}, "versions": [aggregated_version(registry, "", "v1")] })]
+        vec![
+            json!({ "metadata": {"name": ""}, "versions": [aggregated_version(registry, "", "v1")] }),
+        ]
     } else {
         groups(registry)
             .iter()

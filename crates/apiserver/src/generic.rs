@@ -31,7 +31,11 @@ pub struct Reply {
 impl Reply {
     /// 200 with a body.
     pub fn ok(body: Value) -> Self {
-        Self { code: 200, body, warnings: vec![] }
+        Self {
+            code: 200,
+            body,
+            warnings: vec![],
+        }
     }
 }
 
@@ -39,16 +43,29 @@ impl Reply {
 const MAX_RETRIES: usize = 16;
 
 /// Decodes a client object through the resource's type and applies the fieldValidation policy.
-fn canonicalize(res: &ResourceInfo, raw: &Value, query: &Query, warnings: &mut Vec<String>) -> Result<Value, ApiError> {
+fn canonicalize(
+    res: &ResourceInfo,
+    raw: &Value,
+    query: &Query,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
     let policy = query.field_validation()?;
     let mut unknown = vec![];
     let obj = res.strategy.decode(raw, &mut unknown)?;
     match policy {
         FieldValidation::Strict if !unknown.is_empty() => {
-            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-            return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
         }
-        FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+        FieldValidation::Warn => {
+            warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")))
+        }
         _ => {}
     }
     Ok(obj)
@@ -77,7 +94,11 @@ fn validate(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), 
     let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
         serde_json::from_value(obj.get("metadata").cloned().unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("invalid metadata: {e}")))?;
-    let mut causes: Vec<FieldCause> = validate_meta(&meta, res.namespaced, api::resources::name_rule(res.group, res.kind));
+    let mut causes: Vec<FieldCause> = validate_meta(
+        &meta,
+        res.namespaced,
+        api::resources::name_rule(res.group, res.kind),
+    );
     causes.extend(res.strategy.validate(obj, old));
     if causes.is_empty() {
         Ok(())
@@ -90,20 +111,37 @@ fn validate(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), 
 /// Whether an object has finalizers left (for namespaces, `spec.finalizers` count too).
 fn has_finalizers(res: &ResourceInfo, obj: &Value) -> bool {
     let non_empty = |v: &Value| v.as_array().is_some_and(|f| !f.is_empty());
-    non_empty(&obj["metadata"]["finalizers"]) || (res.group.is_empty() && res.plural == "namespaces" && non_empty(&obj["spec"]["finalizers"]))
+    non_empty(&obj["metadata"]["finalizers"])
+        || (res.group.is_empty()
+            && res.plural == "namespaces"
+            && non_empty(&obj["spec"]["finalizers"]))
 }
 
 impl ApiState {
     /// Reads one object with its resourceVersion.
-    pub async fn read(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(Value, i64), ApiError> {
+    pub async fn read(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(Value, i64), ApiError> {
         let key = res.key(ns, name);
-        let (kv, _) = self.store.get(&key).await.map_err(|e| objects::store_error(e, res.group, res.plural, name))?;
+        let (kv, _) = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| objects::store_error(e, res.group, res.plural, name))?;
         let kv = kv.ok_or_else(|| ApiError::not_found(res.group, res.plural, name))?;
         Ok((objects::decode(&kv)?, kv.mod_revision))
     }
 
     /// GET of one object.
-    pub async fn get(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         Ok(self.read(res, ns, name).await?.0)
     }
 
@@ -115,7 +153,10 @@ impl ApiState {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
         let obj = objects::decode(&kv)?;
-        if obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        if obj["metadata"]
+            .get("deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        {
             let mut e = ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ));
@@ -127,13 +168,21 @@ impl ApiState {
     }
 
     /// POST: creates an object.
-    pub async fn create(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, raw: Value, query: &Query) -> Result<Reply, ApiError> {
+    pub async fn create(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        raw: Value,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
         check_type(res, &raw)?;
         let mut warnings = vec![];
         let mut obj = canonicalize(res, &raw, query, &mut warnings)?;
         let dry_run = query.dry_run()?;
         let namespace = if res.namespaced {
-            let ns = ns.ok_or_else(|| ApiError::bad_request("a namespace is required for this resource"))?;
+            let ns = ns.ok_or_else(|| {
+                ApiError::bad_request("a namespace is required for this resource")
+            })?;
             match meta_str(&obj, "namespace") {
                 Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
                     return Err(ApiError::bad_request(
@@ -153,17 +202,29 @@ impl ApiState {
             } else {
                 meta.remove("namespace");
             }
-            for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+            for server_owned in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+                "managedFields",
+            ] {
                 meta.remove(server_owned);
             }
-            meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            meta.insert(
+                "uid".into(),
+                Value::String(uuid::Uuid::new_v4().to_string()),
+            );
             meta.insert("creationTimestamp".into(), Value::String(objects::now()));
             meta.insert("generation".into(), json!(1));
         }
         res.strategy.prepare_for_create(&mut obj)?;
         let generate_name = meta_str(&obj, "generateName").unwrap_or("").to_string();
         if objects::name(&obj).is_empty() && !generate_name.is_empty() {
-            meta_mut(&mut obj).insert("name".into(), Value::String(format!("{generate_name}{}", objects::random_suffix(5))));
+            meta_mut(&mut obj).insert(
+                "name".into(),
+                Value::String(format!("{generate_name}{}", objects::random_suffix(5))),
+            );
         }
         validate(res, &obj, None)?;
         if let Some(ns) = &namespace {
@@ -177,14 +238,22 @@ impl ApiState {
                 return Err(ApiError::already_exists(res.group, res.plural, &name));
             }
             self.admit_create(res, &mut obj, true).await?;
-            return Ok(Reply { code: 201, body: obj, warnings });
+            return Ok(Reply {
+                code: 201,
+                body: obj,
+                warnings,
+            });
         }
         self.admit_create(res, &mut obj, false).await?;
         let bytes = objects::encode(&obj)?;
         match self.store.create(&key, bytes).await {
             Ok(kv) => {
                 objects::set_resource_version(&mut obj, kv.mod_revision);
-                Ok(Reply { code: 201, body: obj, warnings })
+                Ok(Reply {
+                    code: 201,
+                    body: obj,
+                    warnings,
+                })
             }
             Err(e) => {
                 self.release(res, &obj).await;
@@ -212,7 +281,9 @@ impl ApiState {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let mut reply = self.write(res, ns, name, subresource, query, |_| Ok(body.clone())).await?;
+        let mut reply = self
+            .write(res, ns, name, subresource, query, |_| Ok(body.clone()))
+            .await?;
         reply.warnings.extend(warnings);
         Ok(reply)
     }
@@ -256,7 +327,9 @@ impl ApiState {
                 canonicalize(&res2, &patched, query, &mut w)
             })
             .await?;
-        reply.warnings.extend(warnings.into_inner().unwrap_or_default());
+        reply
+            .warnings
+            .extend(warnings.into_inner().unwrap_or_default());
         Ok(reply)
     }
 
@@ -289,16 +362,18 @@ impl ApiState {
         for _ in 0..MAX_RETRIES {
             let (current, rev) = self.read(res, ns, name).await?;
             let mut new = change(&current)?;
-            let precondition = meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
-            if let Some(want) = &precondition {
-                if want.parse::<i64>().ok() != Some(rev) {
-                    return Err(ApiError::conflict(
-                        res.group,
-                        res.plural,
-                        name,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
-                }
+            let precondition = meta_str(&new, "resourceVersion")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            if let Some(want) = &precondition
+                && want.parse::<i64>().ok() != Some(rev)
+            {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
             }
             // The spec/status split.
             match subresource {
@@ -312,7 +387,10 @@ impl ApiState {
                     }
                 }
                 Some("finalize") if res.plural == "namespaces" => {
-                    let finalizers = new["spec"].get("finalizers").cloned().unwrap_or(Value::Null);
+                    let finalizers = new["spec"]
+                        .get("finalizers")
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     new = current.clone();
                     new["spec"]["finalizers"] = finalizers;
                 }
@@ -323,13 +401,26 @@ impl ApiState {
                     }
                 },
                 None => {}
-                Some(other) => return Err(ApiError::not_found(res.group, &format!("{}/{other}", res.plural), name)),
+                Some(other) => {
+                    return Err(ApiError::not_found(
+                        res.group,
+                        &format!("{}/{other}", res.plural),
+                        name,
+                    ));
+                }
             }
             // Metadata the client cannot change.
             {
                 let old_meta = current.get("metadata").cloned().unwrap_or_default();
                 let meta = meta_mut(&mut new);
-                for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+                for field in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "namespace",
+                    "generation",
+                ] {
                     match old_meta.get(field) {
                         Some(v) => meta.insert(field.into(), v.clone()),
                         None => meta.remove(field),
@@ -356,7 +447,9 @@ impl ApiState {
                 return Ok(Reply::ok(new));
             }
             // Removing the last finalizer of an object being deleted completes the deletion.
-            let deleting = new["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null());
+            let deleting = new["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|t| !t.is_null());
             let finalizers_left = has_finalizers(res, &new);
             if deleting && !finalizers_left && !self.waits_for_node(res, &new) {
                 match self.store.delete(&key, Some(rev)).await {
@@ -378,7 +471,12 @@ impl ApiState {
                 Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
             }
         }
-        Err(ApiError::conflict(res.group, res.plural, name, "too many concurrent updates, please retry"))
+        Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            "too many concurrent updates, please retry",
+        ))
     }
 
     /// Whether a deleted object still waits for its node agent (a pod bound to a node, deleted
@@ -386,8 +484,12 @@ impl ApiState {
     fn waits_for_node(&self, res: &ResourceInfo, obj: &Value) -> bool {
         res.group.is_empty()
             && res.plural == "pods"
-            && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
-            && obj["metadata"]["deletionGracePeriodSeconds"].as_i64().is_some_and(|g| g > 0)
+            && obj["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+            && obj["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .is_some_and(|g| g > 0)
     }
 
     /// DELETE of one object, honouring preconditions, finalizers and pod grace periods.
@@ -399,13 +501,21 @@ impl ApiState {
         options: &Value,
         query: &Query,
     ) -> Result<Reply, ApiError> {
-        if res.group.is_empty() && res.plural == "namespaces" && matches!(name, "default" | "kube-system" | "kube-public") {
-            let mut e = ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
+        if res.group.is_empty()
+            && res.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            let mut e = ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ));
             e.kind = Some("namespaces".into());
             e.name = Some(name.into());
             return Err(e);
         }
-        let dry_run = query.dry_run()? || options["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+        let dry_run = query.dry_run()?
+            || options["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
         let ns = if res.namespaced { ns } else { None };
         let key = res.key(ns, name);
         let grace_query = query.int("gracePeriodSeconds")?;
@@ -413,38 +523,66 @@ impl ApiState {
         for _ in 0..MAX_RETRIES {
             let (mut obj, rev) = self.read(res, ns, name).await?;
             let pre = &options["preconditions"];
-            if let Some(uid) = pre["uid"].as_str() {
-                if meta_str(&obj, "uid") != Some(uid) {
-                    return Err(ApiError::conflict(res.group, res.plural, name, &format!(
+            if let Some(uid) = pre["uid"].as_str()
+                && meta_str(&obj, "uid") != Some(uid)
+            {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&obj, "uid").unwrap_or("")
-                    )));
-                }
+                    ),
+                ));
             }
-            if let Some(want) = pre["resourceVersion"].as_str() {
-                if want != rev.to_string() {
-                    return Err(ApiError::conflict(res.group, res.plural, name, &format!(
+            if let Some(want) = pre["resourceVersion"].as_str()
+                && want != rev.to_string()
+            {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!(
                         "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
-                    )));
-                }
+                    ),
+                ));
             }
-            let already_deleting = obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null());
+            let already_deleting = obj["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|t| !t.is_null());
             let has_finalizers = has_finalizers(res, &obj);
             // Pods bound to a node are deleted gracefully: the node agent stops them first.
-            let pod_grace = if res.group.is_empty() && res.plural == "pods" && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
-                let grace = grace_option.or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
+            let pod_grace = if res.group.is_empty()
+                && res.plural == "pods"
+                && obj["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            {
+                let grace = grace_option
+                    .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30);
                 (grace > 0).then_some(grace)
             } else {
                 None
             };
             if has_finalizers || pod_grace.is_some() {
-                if already_deleting && pod_grace.is_none_or(|g| obj["metadata"]["deletionGracePeriodSeconds"].as_i64().is_some_and(|cur| cur <= g)) {
+                if already_deleting
+                    && pod_grace.is_none_or(|g| {
+                        obj["metadata"]["deletionGracePeriodSeconds"]
+                            .as_i64()
+                            .is_some_and(|cur| cur <= g)
+                    })
+                {
                     return Ok(Reply::ok(obj));
                 }
                 let grace = pod_grace.unwrap_or(0);
                 {
                     let meta = meta_mut(&mut obj);
-                    meta.insert("deletionTimestamp".into(), Value::String(objects::now_plus(grace)));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        Value::String(objects::now_plus(grace)),
+                    );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     meta.remove("resourceVersion");
                 }
@@ -457,7 +595,11 @@ impl ApiState {
                 match self.store.update(&key, objects::encode(&obj)?, rev).await {
                     Ok(kv) => {
                         objects::set_resource_version(&mut obj, kv.mod_revision);
-                        return Ok(Reply { code: 200, body: obj, warnings: vec![] });
+                        return Ok(Reply {
+                            code: 200,
+                            body: obj,
+                            warnings: vec![],
+                        });
                     }
                     Err(store::Error::Conflict { .. }) => continue,
                     Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
@@ -476,6 +618,11 @@ impl ApiState {
                 Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
             }
         }
-        Err(ApiError::conflict(res.group, res.plural, name, "too many concurrent updates, please retry"))
+        Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            "too many concurrent updates, please retry",
+        ))
     }
 }

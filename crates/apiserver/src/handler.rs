@@ -37,13 +37,20 @@ fn raw_response(code: u16, bytes: Bytes, content_type: &str) -> Response {
 fn error_response(e: &ApiError) -> Response {
     let mut resp = json_response(e.code, &e.to_json(), "application/json");
     if e.code == 401 {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"corten\""));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"corten\""),
+        );
     }
     resp
 }
 
 fn text(code: u16, body: &'static str) -> Response {
-    raw_response(code, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
+    raw_response(
+        code,
+        Bytes::from_static(body.as_bytes()),
+        "text/plain; charset=utf-8",
+    )
 }
 
 /// The `/version` document.
@@ -65,7 +72,10 @@ pub fn version() -> Value {
 }
 
 fn authenticated(state: &ApiState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let Some(token) = value.strip_prefix("Bearer ").map(str::trim) else {
@@ -87,12 +97,24 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
         _ => {}
     }
     if !authenticated(&state, &parts.headers) {
-        state.metrics.observe(parts.method.as_str(), "", 401, started.elapsed());
+        state
+            .metrics
+            .observe(parts.method.as_str(), "", 401, started.elapsed());
         return error_response(&ApiError::unauthorized());
     }
     let query = Query::parse(parts.uri.query());
-    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
 
     let route = request::parse(&parts.method, &path, query.flag("watch"));
     let (verb, resource) = match &route {
@@ -102,34 +124,62 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(e) => {
-            state.metrics.observe(&verb, &resource, e.code, started.elapsed());
+            state
+                .metrics
+                .observe(&verb, &resource, e.code, started.elapsed());
             return error_response(&e);
         }
     };
     let result = match (path.as_str(), route) {
-        ("/metrics", _) => Ok(raw_response(200, Bytes::from(state.metrics.render()), "text/plain; version=0.0.4")),
+        ("/metrics", _) => Ok(raw_response(
+            200,
+            Bytes::from(state.metrics.render()),
+            "text/plain; version=0.0.4",
+        )),
         ("/openapi/v2", _) => openapi_v2(&state, &accept),
         ("/openapi/v3", _) => Ok(openapi_v3_index(&state)),
-        (p, _) if p.starts_with("/openapi/v3/") => openapi_v3(&state, &p["/openapi/v3/".len()..], &query),
+        (p, _) if p.starts_with("/openapi/v3/") => {
+            openapi_v3(&state, &p["/openapi/v3/".len()..], &query)
+        }
         (_, Some(Route::CoreVersions)) if discovery::wants_aggregated(&accept) => {
-            Ok(json_response(200, &discovery::aggregated(state.registry, true), discovery::AGGREGATED_CONTENT_TYPE))
+            Ok(json_response(
+                200,
+                &discovery::aggregated(state.registry, true),
+                discovery::AGGREGATED_CONTENT_TYPE,
+            ))
         }
-        (_, Some(Route::Groups)) if discovery::wants_aggregated(&accept) => {
-            Ok(json_response(200, &discovery::aggregated(state.registry, false), discovery::AGGREGATED_CONTENT_TYPE))
-        }
-        (_, Some(Route::CoreVersions)) => Ok(json_response(200, &discovery::core_versions(&state.advertise), "application/json")),
-        (_, Some(Route::Groups)) => Ok(json_response(200, &discovery::group_list(state.registry), "application/json")),
+        (_, Some(Route::Groups)) if discovery::wants_aggregated(&accept) => Ok(json_response(
+            200,
+            &discovery::aggregated(state.registry, false),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        )),
+        (_, Some(Route::CoreVersions)) => Ok(json_response(
+            200,
+            &discovery::core_versions(&state.advertise),
+            "application/json",
+        )),
+        (_, Some(Route::Groups)) => Ok(json_response(
+            200,
+            &discovery::group_list(state.registry),
+            "application/json",
+        )),
         (_, Some(Route::Group(g))) => discovery::group(state.registry, &g)
             .map(|v| json_response(200, &v, "application/json"))
             .ok_or_else(|| not_found_path(&path)),
-        (_, Some(Route::ResourceList { group, version })) => discovery::resource_list(state.registry, &group, &version)
-            .map(|v| json_response(200, &v, "application/json"))
-            .ok_or_else(|| not_found_path(&path)),
-        (_, Some(Route::Resource(info))) => serve_resource(&state, &info, &query, &accept, &content_type, &bytes).await,
+        (_, Some(Route::ResourceList { group, version })) => {
+            discovery::resource_list(state.registry, &group, &version)
+                .map(|v| json_response(200, &v, "application/json"))
+                .ok_or_else(|| not_found_path(&path))
+        }
+        (_, Some(Route::Resource(info))) => {
+            serve_resource(&state, &info, &query, &accept, &content_type, &bytes).await
+        }
         (_, None) => Err(not_found_path(&path)),
     };
     let resp = result.unwrap_or_else(|e| error_response(&e));
-    state.metrics.observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
+    state
+        .metrics
+        .observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
     tracing::debug!(method = %parts.method, path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     resp
 }
@@ -143,7 +193,8 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("error reading the request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("error reading the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= MAX_BODY {
@@ -160,26 +211,47 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn not_found_path(path: &str) -> ApiError {
-    ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    )
 }
 
 fn cached(cell: &std::sync::OnceLock<Bytes>, make: impl FnOnce() -> Value) -> Bytes {
-    cell.get_or_init(|| Bytes::from(serde_json::to_vec(&make()).unwrap_or_default())).clone()
+    cell.get_or_init(|| Bytes::from(serde_json::to_vec(&make()).unwrap_or_default()))
+        .clone()
 }
 
 fn openapi_v2(state: &ApiState, accept: &str) -> Result<Response, ApiError> {
     // kubectl asks for the protobuf form only, which corten does not produce: it uses v3.
     if !(accept.is_empty() || accept.contains("json") || accept.contains("*/*")) {
-        return Err(ApiError::new(406, "NotAcceptable", "only application/json is served for /openapi/v2; use /openapi/v3"));
+        return Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            "only application/json is served for /openapi/v2; use /openapi/v3",
+        ));
     }
-    Ok(raw_response(200, cached(&state.openapi.v2, || api::openapi::v2_document(state.registry)), "application/json"))
+    Ok(raw_response(
+        200,
+        cached(&state.openapi.v2, || {
+            api::openapi::v2_document(state.registry)
+        }),
+        "application/json",
+    ))
 }
 
 fn openapi_v3_cache(state: &ApiState) -> &(Bytes, std::collections::HashMap<String, Bytes>) {
     state.openapi.v3.get_or_init(|| {
         let all = api::openapi::v3_all(state.registry);
         let bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-        (bytes(&all.index), all.documents.iter().map(|(k, v)| (k.clone(), bytes(v))).collect())
+        (
+            bytes(&all.index),
+            all.documents
+                .iter()
+                .map(|(k, v)| (k.clone(), bytes(v)))
+                .collect(),
+        )
     })
 }
 
@@ -193,8 +265,14 @@ fn openapi_v3(state: &ApiState, gv_path: &str, query: &Query) -> Result<Response
         .get(gv_path)
         .ok_or_else(|| not_found_path(&format!("/openapi/v3/{gv_path}")))?;
     let mut resp = raw_response(200, doc.clone(), "application/json");
-    if query.get("hash").is_some_and(|h| h == api::openapi::content_hash(doc)) {
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+    if query
+        .get("hash")
+        .is_some_and(|h| h == api::openapi::content_hash(doc))
+    {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, immutable"),
+        );
     }
     Ok(resp)
 }
@@ -221,10 +299,22 @@ async fn serve_resource(
     let res = state
         .registry
         .get(&info.group, &info.version, &info.resource)
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource")))?
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource".to_string(),
+            )
+        })?
         .clone();
-    if res.namespaced != info.namespace.is_some() && !(res.namespaced && matches!(info.verb, "list" | "watch")) {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    if res.namespaced != info.namespace.is_some()
+        && !(res.namespaced && matches!(info.verb, "list" | "watch"))
+    {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let verb_allowed = match info.subresource.as_deref() {
         None => res.allows(info.verb),
@@ -245,13 +335,27 @@ async fn serve_resource(
         ("get", None) => {
             let obj = state.get(&res, ns, name).await?;
             if as_table {
-                let rv = crate::objects::meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
-                return Ok(json_response(200, &table::table(&res, &[obj], json!({"resourceVersion": rv}), include), "application/json"));
+                let rv = crate::objects::meta_str(&obj, "resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
+                return Ok(json_response(
+                    200,
+                    &table::table(&res, &[obj], json!({"resourceVersion": rv}), include),
+                    "application/json",
+                ));
             }
             Ok(json_response(200, &obj, "application/json"))
         }
-        ("get", Some("status")) => Ok(json_response(200, &state.get(&res, ns, name).await?, "application/json")),
-        ("get", Some("scale")) => Ok(json_response(200, &state.get_scale(&res, ns, name).await?, "application/json")),
+        ("get", Some("status")) => Ok(json_response(
+            200,
+            &state.get(&res, ns, name).await?,
+            "application/json",
+        )),
+        ("get", Some("scale")) => Ok(json_response(
+            200,
+            &state.get_scale(&res, ns, name).await?,
+            "application/json",
+        )),
         ("list", None) => {
             if as_table {
                 let page = state.list_page(&res, ns, query).await?;
@@ -262,17 +366,33 @@ async fn serve_resource(
                 if let Some(r) = page.remaining {
                     meta["remainingItemCount"] = json!(r);
                 }
-                return Ok(json_response(200, &table::table(&res, &page.items, meta, include), "application/json"));
+                return Ok(json_response(
+                    200,
+                    &table::table(&res, &page.items, meta, include),
+                    "application/json",
+                ));
             }
-            Ok(json_response(200, &state.list(&res, ns, query).await?, "application/json"))
+            Ok(json_response(
+                200,
+                &state.list(&res, ns, query).await?,
+                "application/json",
+            ))
         }
         ("watch", None) => {
-            let render = if as_table { Render::Table(include) } else { Render::Object };
+            let render = if as_table {
+                Render::Table(include)
+            } else {
+                Render::Object
+            };
             let name = info.name.as_deref();
             let rx = state.watch(&res, ns, name, query, render).await?;
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(Ok::<_, std::convert::Infallible>);
             let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Ok(resp)
         }
         ("create", None) => {
@@ -281,41 +401,75 @@ async fn serve_resource(
         }
         ("create", Some("binding")) => {
             let obj = body::decode_object(content_type, body)?;
-            Ok(reply_response(state.bind(&res, ns, name, obj, query).await?))
+            Ok(reply_response(
+                state.bind(&res, ns, name, obj, query).await?,
+            ))
         }
-        ("create", Some("eviction")) => Ok(reply_response(state.evict(&res, ns, name, query).await?)),
+        ("create", Some("eviction")) => {
+            Ok(reply_response(state.evict(&res, ns, name, query).await?))
+        }
         ("update", None | Some("status") | Some("finalize")) => {
             let obj = body::decode_object(content_type, body)?;
-            Ok(reply_response(state.update(&res, ns, name, sub, obj, query).await?))
+            Ok(reply_response(
+                state.update(&res, ns, name, sub, obj, query).await?,
+            ))
         }
         ("update", Some("scale")) => {
             let obj = body::decode_object(content_type, body)?;
-            Ok(reply_response(state.update_scale(&res, ns, name, obj, query).await?))
+            Ok(reply_response(
+                state.update_scale(&res, ns, name, obj, query).await?,
+            ))
         }
         ("patch", None | Some("status")) => {
             let patch_type = PatchType::from_content_type(content_type)?;
             let patch = body::decode(content_type, body)?;
-            Ok(reply_response(state.patch(&res, ns, name, sub, patch_type, patch, query).await?))
+            Ok(reply_response(
+                state
+                    .patch(&res, ns, name, sub, patch_type, patch, query)
+                    .await?,
+            ))
         }
         ("patch", Some("scale")) => {
             let patch_type = PatchType::from_content_type(content_type)?;
             let patch = body::decode(content_type, body)?;
-            Ok(reply_response(state.patch_scale(&res, ns, name, patch_type, patch, query).await?))
+            Ok(reply_response(
+                state
+                    .patch_scale(&res, ns, name, patch_type, patch, query)
+                    .await?,
+            ))
         }
         ("delete", None) => {
-            let options = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { body::decode_object(content_type, body)? };
-            Ok(reply_response(state.delete(&res, ns, name, &options, query).await?))
+            let options = if body.iter().all(u8::is_ascii_whitespace) {
+                json!({})
+            } else {
+                body::decode_object(content_type, body)?
+            };
+            Ok(reply_response(
+                state.delete(&res, ns, name, &options, query).await?,
+            ))
         }
         ("deletecollection", None) => {
-            let options = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { body::decode_object(content_type, body)? };
-            Ok(reply_response(state.delete_collection(&res, ns, &options, query).await?))
+            let options = if body.iter().all(u8::is_ascii_whitespace) {
+                json!({})
+            } else {
+                body::decode_object(content_type, body)?
+            };
+            Ok(reply_response(
+                state.delete_collection(&res, ns, &options, query).await?,
+            ))
         }
         (verb, Some(sub)) => Err(ApiError::new(
             404,
             "NotFound",
-            format!("{verb} on {}/{sub} is not served by corten yet", info.resource),
+            format!(
+                "{verb} on {}/{sub} is not served by corten yet",
+                info.resource
+            ),
         )),
-        (verb, None) => Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}", info.resource))),
+        (verb, None) => Err(ApiError::method_not_allowed(format!(
+            "{verb} is not supported on {}",
+            info.resource
+        ))),
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use store::{KeyValue, RangeRequest, RangeResponse, Result, Revision, SharedStore, Store, WatchStream};
+use store::{
+    KeyValue, RangeRequest, RangeResponse, Result, Revision, SharedStore, Store, WatchStream,
+};
 
 use crate::metrics::Metrics;
 

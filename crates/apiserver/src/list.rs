@@ -25,8 +25,14 @@ impl Filter {
     pub fn from_query(res: &Arc<ResourceInfo>, query: &Query) -> Result<Self, ApiError> {
         Ok(Self {
             res: res.clone(),
-            labels: query.non_empty("labelSelector").map(LabelSelector::parse).transpose()?,
-            fields: query.non_empty("fieldSelector").map(FieldSelector::parse).transpose()?,
+            labels: query
+                .non_empty("labelSelector")
+                .map(LabelSelector::parse)
+                .transpose()?,
+            fields: query
+                .non_empty("fieldSelector")
+                .map(FieldSelector::parse)
+                .transpose()?,
         })
     }
 
@@ -37,15 +43,19 @@ impl Filter {
 
     /// Whether `obj` is selected; an unsupported field label is an error.
     pub fn matches(&self, obj: &Value) -> Result<bool, ApiError> {
-        if let Some(l) = &self.labels {
-            if !l.matches(&objects::labels(obj)) {
-                return Ok(false);
-            }
+        if let Some(l) = &self.labels
+            && !l.matches(&objects::labels(obj))
+        {
+            return Ok(false);
         }
         if let Some(f) = &self.fields {
             return f.matches(|label| match label {
                 "metadata.name" => Some(objects::name(obj).to_string()),
-                "metadata.namespace" => Some(objects::meta_str(obj, "namespace").unwrap_or("").to_string()),
+                "metadata.namespace" => Some(
+                    objects::meta_str(obj, "namespace")
+                        .unwrap_or("")
+                        .to_string(),
+                ),
                 other => self.res.strategy.field(obj, other),
             });
         }
@@ -60,7 +70,11 @@ struct Continue {
 }
 
 fn encode_continue(rv: i64, start: &str) -> String {
-    let json = serde_json::to_vec(&Continue { rv, start: start.to_string() }).unwrap_or_default();
+    let json = serde_json::to_vec(&Continue {
+        rv,
+        start: start.to_string(),
+    })
+    .unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
@@ -94,7 +108,12 @@ pub struct Page {
 
 impl ApiState {
     /// Reads the objects a list request selects.
-    pub async fn list_page(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, query: &Query) -> Result<Page, ApiError> {
+    pub async fn list_page(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        query: &Query,
+    ) -> Result<Page, ApiError> {
         let filter = Filter::from_query(res, query)?;
         let limit = query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
         let prefix = prefix(res, ns);
@@ -109,12 +128,19 @@ impl ApiState {
             None => (None, None),
         };
         if revision.is_none() {
-            match (query.non_empty("resourceVersion"), query.get("resourceVersionMatch")) {
+            match (
+                query.non_empty("resourceVersion"),
+                query.get("resourceVersionMatch"),
+            ) {
                 (Some(rv), Some("Exact")) => {
-                    revision = Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?)
+                    revision = Some(rv.parse().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?)
                 }
                 (Some(rv), _) if rv != "0" && rv.parse::<i64>().is_err() => {
-                    return Err(ApiError::bad_request(format!("invalid resourceVersion {rv:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resourceVersion {rv:?}"
+                    )));
                 }
                 _ => {}
             }
@@ -159,13 +185,23 @@ impl ApiState {
                 }
             }
             if resp.remaining == 0 || n == 0 {
-                return Ok(Page { items, revision: resp.revision, continue_token: None, remaining: None });
+                return Ok(Page {
+                    items,
+                    revision: resp.revision,
+                    continue_token: None,
+                    remaining: None,
+                });
             }
         }
     }
 
     /// LIST: the `<Kind>List` object.
-    pub async fn list(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, query: &Query) -> Result<Value, ApiError> {
+    pub async fn list(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
         let page = self.list_page(res, ns, query).await?;
         Ok(list_object(res, page))
     }

@@ -31,7 +31,11 @@ pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
     obj.get("metadata")
         .and_then(|m| m.get("labels"))
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -40,7 +44,9 @@ pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
 pub fn encode(obj: &Value) -> Result<Bytes, ApiError> {
     let mut obj = obj.clone();
     meta_mut(&mut obj).remove("resourceVersion");
-    serde_json::to_vec(&obj).map(Bytes::from).map_err(ApiError::internal)
+    serde_json::to_vec(&obj)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
 }
 
 /// The API form of a stored object: its JSON with `metadata.resourceVersion` set.
@@ -58,19 +64,26 @@ pub fn set_resource_version(obj: &mut Value, rev: i64) {
 
 /// Now, as a Kubernetes `Time` (RFC 3339, seconds).
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// `seconds` from now, as a Kubernetes `Time`.
 pub fn now_plus(seconds: i64) -> String {
     let t = jiff::Timestamp::now().as_second() + seconds;
-    jiff::Timestamp::from_second(t).unwrap_or_else(|_| jiff::Timestamp::now()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::from_second(t)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A random suffix for `generateName`, from upstream's alphabet (no vowels, no confusables).
 pub fn random_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Maps store errors to API errors for the object `name` of resource `plural` in `group`.
@@ -84,7 +97,10 @@ pub fn store_error(e: store::Error, group: &str, plural: &str, name: &str) -> Ap
             name,
             "the object has been modified; please apply your changes to the latest version and try again",
         ),
-        store::Error::Compacted { requested, compacted } => ApiError::gone(requested, compacted),
+        store::Error::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(requested, compacted),
         store::Error::FutureRevision { requested, current } => ApiError::timeout(format!(
             "Too large resource version: {requested}, current: {current}"
         )),

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The credentials the API server serves with and checks against.
@@ -53,12 +53,11 @@ pub fn host_addresses() -> Vec<IpAddr> {
     if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
         let lines: Vec<&str> = trie.lines().collect();
         for w in lines.windows(2) {
-            if w[1].contains("/32 host LOCAL") {
-                if let Some(ip) = w[0].trim().trim_start_matches("|-- ").parse::<IpAddr>().ok() {
-                    if !out.contains(&ip) {
-                        out.push(ip);
-                    }
-                }
+            if w[1].contains("/32 host LOCAL")
+                && let Ok(ip) = w[0].trim().trim_start_matches("|-- ").parse::<IpAddr>()
+                && !out.contains(&ip)
+            {
+                out.push(ip);
             }
         }
     }
@@ -70,17 +69,25 @@ impl Pki {
     /// `service_ip` is the `kubernetes` service address (10.43.0.1).
     pub fn load_or_create(data_dir: &Path, service_ip: IpAddr) -> Result<Self> {
         let dir = data_dir.join("tls");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let p = |name: &str| -> PathBuf { dir.join(name) };
 
         if !p("ca.crt").exists() || !p("ca.key").exists() {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, format!("corten-ca@{}", jiff::Timestamp::now().as_second()));
+            dn.push(
+                DnType::CommonName,
+                format!("corten-ca@{}", jiff::Timestamp::now().as_second()),
+            );
             params.distinguished_name = dn;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             params.not_after = rcgen::date_time_ymd(2036, 1, 1);
             let cert = params.self_signed(&key)?;
             write_private(&p("ca.key"), &key.serialize_pem())?;
@@ -92,7 +99,8 @@ impl Pki {
 
         if !p("serving.crt").exists() || !p("serving.key").exists() {
             let ca_key = KeyPair::from_pem(&read(&p("ca.key"))?).context("CA key is unreadable")?;
-            let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("CA certificate is unreadable")?;
+            let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+                .context("CA certificate is unreadable")?;
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(vec![
                 "localhost".to_string(),
@@ -101,10 +109,10 @@ impl Pki {
                 "kubernetes.default.svc".into(),
                 "kubernetes.default.svc.cluster.local".into(),
             ])?;
-            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-                if let Ok(name) = host.trim().to_string().try_into() {
-                    params.subject_alt_names.push(SanType::DnsName(name));
-                }
+            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                && let Ok(name) = host.trim().to_string().try_into()
+            {
+                params.subject_alt_names.push(SanType::DnsName(name));
             }
             let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?, service_ip];
             ips.extend(host_addresses());
@@ -116,7 +124,10 @@ impl Pki {
             dn.push(DnType::CommonName, "kube-apiserver");
             params.distinguished_name = dn;
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
             params.not_after = rcgen::date_time_ymd(2036, 1, 1);
             let cert = params.signed_by(&key, &issuer)?;
             write_private(&p("serving.key"), &key.serialize_pem())?;

@@ -47,20 +47,36 @@ pub enum Route {
 
 /// Parses a request path (without query). `watch` is the `watch` query flag.
 pub fn parse(method: &Method, path: &str, watch: bool) -> Option<Route> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
     let (group, version, rest) = match parts.as_slice() {
         ["api"] => return Some(Route::CoreVersions),
         ["apis"] => return Some(Route::Groups),
         ["apis", g] => return Some(Route::Group(g.to_string())),
-        ["api", v] => return Some(Route::ResourceList { group: String::new(), version: v.to_string() }),
-        ["apis", g, v] => return Some(Route::ResourceList { group: g.to_string(), version: v.to_string() }),
+        ["api", v] => {
+            return Some(Route::ResourceList {
+                group: String::new(),
+                version: v.to_string(),
+            });
+        }
+        ["apis", g, v] => {
+            return Some(Route::ResourceList {
+                group: g.to_string(),
+                version: v.to_string(),
+            });
+        }
         ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
         ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
         _ => return None,
     };
     // namespaces/NS/RESOURCE/... names a namespaced resource; namespaces/NS[/SUB] the namespace.
     let (namespace, rest): (Option<String>, &[&str]) = match rest {
-        ["namespaces", ns, r, tail @ ..] if !(tail.is_empty() && (*r == "status" || *r == "finalize")) => {
+        ["namespaces", ns, r, tail @ ..]
+            if !(tail.is_empty() && (*r == "status" || *r == "finalize")) =>
+        {
             (Some(ns.to_string()), &rest[2..])
         }
         _ => (None, rest),
@@ -83,7 +99,15 @@ pub fn parse(method: &Method, path: &str, watch: bool) -> Option<Route> {
         ("DELETE", false) => "deletecollection",
         _ => return None,
     };
-    Some(Route::Resource(RequestInfo { verb, group, version, namespace, resource, name, subresource }))
+    Some(Route::Resource(RequestInfo {
+        verb,
+        group,
+        version,
+        namespace,
+        resource,
+        name,
+        subresource,
+    }))
 }
 
 /// Decoded query parameters (last value wins).
@@ -115,10 +139,9 @@ impl Query {
     pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.non_empty(key) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))
+            }),
         }
     }
     /// `dryRun=All`: validate without persisting. Any other value is a 400.
@@ -126,7 +149,9 @@ impl Query {
         match self.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(v) => Err(ApiError::bad_request(format!("Invalid dryRun value {v:?}: supported values: \"All\""))),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "Invalid dryRun value {v:?}: supported values: \"All\""
+            ))),
         }
     }
     /// The field validation directive: `Strict`, `Warn` (default) or `Ignore`.
@@ -172,7 +197,10 @@ pub fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -201,24 +229,47 @@ mod tests {
     #[test]
     fn parses_resource_paths() {
         let i = info(Method::GET, "/api/v1/namespaces/default/pods/web/status");
-        assert_eq!((i.verb, i.namespace.as_deref(), i.resource.as_str()), ("get", Some("default"), "pods"));
-        assert_eq!((i.name.as_deref(), i.subresource.as_deref()), (Some("web"), Some("status")));
+        assert_eq!(
+            (i.verb, i.namespace.as_deref(), i.resource.as_str()),
+            ("get", Some("default"), "pods")
+        );
+        assert_eq!(
+            (i.name.as_deref(), i.subresource.as_deref()),
+            (Some("web"), Some("status"))
+        );
         let i = info(Method::GET, "/apis/apps/v1/deployments");
-        assert_eq!((i.verb, i.group.as_str(), i.namespace), ("list", "apps", None));
+        assert_eq!(
+            (i.verb, i.group.as_str(), i.namespace),
+            ("list", "apps", None)
+        );
         let i = info(Method::DELETE, "/api/v1/namespaces/default/configmaps");
         assert_eq!(i.verb, "deletecollection");
         // The namespace object itself and its subresources.
         let i = info(Method::GET, "/api/v1/namespaces/kube-system");
-        assert_eq!((i.resource.as_str(), i.name.as_deref(), i.namespace), ("namespaces", Some("kube-system"), None));
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_deref(), i.namespace),
+            ("namespaces", Some("kube-system"), None)
+        );
         let i = info(Method::PUT, "/api/v1/namespaces/x/finalize");
-        assert_eq!((i.resource.as_str(), i.subresource.as_deref()), ("namespaces", Some("finalize")));
-        assert_eq!(parse(&Method::GET, "/apis/apps/v1", false), Some(Route::ResourceList { group: "apps".into(), version: "v1".into() }));
+        assert_eq!(
+            (i.resource.as_str(), i.subresource.as_deref()),
+            ("namespaces", Some("finalize"))
+        );
+        assert_eq!(
+            parse(&Method::GET, "/apis/apps/v1", false),
+            Some(Route::ResourceList {
+                group: "apps".into(),
+                version: "v1".into()
+            })
+        );
         assert_eq!(parse(&Method::GET, "/nothing", false), None);
     }
 
     #[test]
     fn decodes_queries() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&limit=5"));
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&limit=5",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(5));

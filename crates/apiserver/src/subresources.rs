@@ -16,16 +16,23 @@ use crate::state::ApiState;
 fn selector_string(obj: &Value) -> String {
     let sel = &obj["spec"]["selector"];
     // ReplicationControllers use a plain map; the others a LabelSelector.
-    if sel.get("matchLabels").is_none() && sel.get("matchExpressions").is_none() && sel.is_object() {
+    if sel.get("matchLabels").is_none() && sel.get("matchExpressions").is_none() && sel.is_object()
+    {
         let map: std::collections::BTreeMap<String, String> =
             serde_json::from_value(sel.clone()).unwrap_or_default();
-        return map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        return map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
     }
-    serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel.clone())
-        .ok()
-        .and_then(|s| api::selector::LabelSelector::from_k8s(&s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default()
+    serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(
+        sel.clone(),
+    )
+    .ok()
+    .and_then(|s| api::selector::LabelSelector::from_k8s(&s).ok())
+    .map(|s| s.to_string())
+    .unwrap_or_default()
 }
 
 /// The autoscaling/v1 Scale view of a scalable object.
@@ -47,9 +54,16 @@ pub fn scale_of(obj: &Value) -> Value {
 fn with_replicas(current: &Value, scale: &Value) -> Result<Value, ApiError> {
     let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
     if replicas < 0 {
-        return Err(ApiError::invalid("autoscaling", "Scale", objects::name(current), vec![
-            api::error::FieldCause::invalid("spec.replicas", replicas, "must be greater than or equal to 0"),
-        ]));
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            objects::name(current),
+            vec![api::error::FieldCause::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
     let mut new = current.clone();
     new["spec"]["replicas"] = json!(replicas);
@@ -64,19 +78,43 @@ fn with_replicas(current: &Value, scale: &Value) -> Result<Value, ApiError> {
 
 impl ApiState {
     /// GET .../scale.
-    pub async fn get_scale(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get_scale(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         Ok(scale_of(&self.get(res, ns, name).await?))
     }
 
     /// PUT .../scale.
-    pub async fn update_scale(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, name: &str, scale: Value, query: &Query) -> Result<Reply, ApiError> {
-        let mut reply = self.write_via(res, ns, name, query, |current| with_replicas(current, &scale)).await?;
+    pub async fn update_scale(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        name: &str,
+        scale: Value,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
+        let mut reply = self
+            .write_via(res, ns, name, query, |current| {
+                with_replicas(current, &scale)
+            })
+            .await?;
         reply.body = scale_of(&reply.body);
         Ok(reply)
     }
 
     /// PATCH .../scale: the patch applies to the Scale view.
-    pub async fn patch_scale(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, name: &str, patch_type: PatchType, patch: Value, query: &Query) -> Result<Reply, ApiError> {
+    pub async fn patch_scale(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        patch: Value,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
         let mut reply = self
             .write_via(res, ns, name, query, |current| {
                 let mut view = scale_of(current);
@@ -84,8 +122,14 @@ impl ApiState {
                 let patched = match patch_type {
                     PatchType::Json => api::patch::apply_json_patch(&view, &patch)?,
                     // Scale has no lists, so a strategic merge is a plain merge.
-                    PatchType::Merge | PatchType::Strategic => api::patch::apply_merge_patch(&view, &patch)?,
-                    PatchType::Apply => return Err(ApiError::unsupported_media_type("application/apply-patch+yaml")),
+                    PatchType::Merge | PatchType::Strategic => {
+                        api::patch::apply_merge_patch(&view, &patch)?
+                    }
+                    PatchType::Apply => {
+                        return Err(ApiError::unsupported_media_type(
+                            "application/apply-patch+yaml",
+                        ));
+                    }
                 };
                 with_replicas(current, &patched)
             })
@@ -95,16 +139,45 @@ impl ApiState {
     }
 
     /// POST pods/NAME/binding: assigns an unbound pod to a node.
-    pub async fn bind(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, name: &str, binding: Value, query: &Query) -> Result<Reply, ApiError> {
+    pub async fn bind(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        name: &str,
+        binding: Value,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
         let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
         if node.is_empty() {
-            return Err(ApiError::invalid("", "Binding", name, vec![api::error::FieldCause::required("target.name")]));
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![api::error::FieldCause::required("target.name")],
+            ));
         }
-        self.write_via(res, ns, name, query, |current| {
-            match current["spec"]["nodeName"].as_str() {
-                Some(n) if !n.is_empty() => Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{n}\""))),
-                _ if current["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) => {
-                    Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"))
+        self.write_via(
+            res,
+            ns,
+            name,
+            query,
+            |current| match current["spec"]["nodeName"].as_str() {
+                Some(n) if !n.is_empty() => Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    &format!("pod {name} is already assigned to node \"{n}\""),
+                )),
+                _ if current["metadata"]
+                    .get("deletionTimestamp")
+                    .is_some_and(|t| !t.is_null()) =>
+                {
+                    Err(ApiError::conflict(
+                        "",
+                        "pods",
+                        name,
+                        "pod is being deleted, cannot be assigned to a host",
+                    ))
                 }
                 _ => {
                     let mut new = current.clone();
@@ -112,26 +185,49 @@ impl ApiState {
                     meta_mut(&mut new).remove("resourceVersion");
                     Ok(new)
                 }
-            }
-        })
+            },
+        )
         .await?;
-        Ok(Reply { code: 201, body: success(201), warnings: vec![] })
+        Ok(Reply {
+            code: 201,
+            body: success(201),
+            warnings: vec![],
+        })
     }
 
     /// POST pods/NAME/eviction: deletes the pod (disruption budgets are checked by the
     /// disruption controller's status, once it exists).
-    pub async fn evict(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, name: &str, query: &Query) -> Result<Reply, ApiError> {
+    pub async fn evict(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        name: &str,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
         self.delete(res, ns, name, &json!({}), query).await?;
-        Ok(Reply { code: 201, body: success(201), warnings: vec![] })
+        Ok(Reply {
+            code: 201,
+            body: success(201),
+            warnings: vec![],
+        })
     }
 
     /// DELETE on a collection: deletes every selected object, returning them as a list.
-    pub async fn delete_collection(&self, res: &Arc<ResourceInfo>, ns: Option<&str>, options: &Value, query: &Query) -> Result<Reply, ApiError> {
+    pub async fn delete_collection(
+        &self,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        options: &Value,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
         let page = self.list_page(res, ns, query).await?;
         let mut deleted = vec![];
         for obj in page.items {
             let obj_ns = objects::meta_str(&obj, "namespace").map(str::to_string);
-            match self.delete(res, obj_ns.as_deref(), objects::name(&obj), options, query).await {
+            match self
+                .delete(res, obj_ns.as_deref(), objects::name(&obj), options, query)
+                .await
+            {
                 Ok(r) => deleted.push(r.body),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

@@ -29,7 +29,10 @@ impl IncludeObject {
 
 /// Whether the Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 /// One row for `obj`.
@@ -45,16 +48,28 @@ pub fn row(res: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
             "metadata": obj.get("metadata").cloned().unwrap_or_default(),
         }),
     };
-    if object.is_null() { json!({ "cells": cells }) } else { json!({ "cells": cells, "object": object }) }
+    if object.is_null() {
+        json!({ "cells": cells })
+    } else {
+        json!({ "cells": cells, "object": object })
+    }
 }
 
 /// The column definitions (NAME first).
 pub fn columns(res: &ResourceInfo) -> Vec<Value> {
-    std::iter::once(Column::name()).chain(res.strategy.columns()).map(|c| c.to_json()).collect()
+    std::iter::once(Column::name())
+        .chain(res.strategy.columns())
+        .map(|c| c.to_json())
+        .collect()
 }
 
 /// A Table of `objects`; `list_meta` becomes its metadata.
-pub fn table(res: &ResourceInfo, objects: &[Value], list_meta: Value, include: IncludeObject) -> Value {
+pub fn table(
+    res: &ResourceInfo,
+    objects: &[Value],
+    list_meta: Value,
+    include: IncludeObject,
+) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

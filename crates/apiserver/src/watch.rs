@@ -45,7 +45,11 @@ struct Watcher {
 
 impl Watcher {
     fn selects(&mut self, obj: &Value) -> bool {
-        if self.name.as_deref().is_some_and(|n| n != objects::name(obj)) {
+        if self
+            .name
+            .as_deref()
+            .is_some_and(|n| n != objects::name(obj))
+        {
             return false;
         }
         self.filter.matches(obj).unwrap_or(false)
@@ -70,7 +74,8 @@ impl Watcher {
             }
             Render::Table(_) => obj.clone(),
         };
-        let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
         line.push(b'\n');
         self.tx.send(Bytes::from(line)).await.is_ok()
     }
@@ -104,14 +109,24 @@ impl ApiState {
         let rv = query.non_empty("resourceVersion");
         let from: Option<i64> = match rv {
             None | Some("0") => None,
-            Some(v) => Some(v.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
+            ),
         };
         let prefix = match name {
             Some(n) => res.key(ns, n),
             None => prefix(res, ns),
         };
         let (tx, rx) = mpsc::channel(256);
-        let mut w = Watcher { res: res.clone(), filter, name: name.map(str::to_string), render, first_table: true, tx };
+        let mut w = Watcher {
+            res: res.clone(),
+            filter,
+            name: name.map(str::to_string),
+            render,
+            first_table: true,
+            tx,
+        };
 
         // Initial state: everything that matches now, as ADDED.
         let mut initial = vec![];
@@ -130,7 +145,17 @@ impl ApiState {
         let state = self.clone();
         tokio::spawn(async move {
             state.metrics.watch_opened();
-            run(state.clone(), &mut w, &prefix, start, initial, send_initial, bookmarks, timeout).await;
+            run(
+                state.clone(),
+                &mut w,
+                &prefix,
+                start,
+                initial,
+                send_initial,
+                bookmarks,
+                timeout,
+            )
+            .await;
             state.metrics.watch_closed();
         });
         Ok(rx)
@@ -152,7 +177,10 @@ async fn run(
         Ok(s) => s,
         Err(e) => {
             let err = match e {
-                store::Error::Compacted { requested, compacted } => ApiError::gone(requested, compacted),
+                store::Error::Compacted {
+                    requested,
+                    compacted,
+                } => ApiError::gone(requested, compacted),
                 e => ApiError::internal(e),
             };
             w.send("ERROR", &err.to_json()).await;

@@ -51,10 +51,15 @@ fn main() -> ExitCode {
 
 fn server(args: ServerArgs) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("corten: cannot start the runtime: {e}");
@@ -65,7 +70,9 @@ fn server(args: ServerArgs) -> ExitCode {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
         port: args.https_listen_port,
-        compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds.max(1)),
+        compaction_interval: std::time::Duration::from_secs(
+            args.compaction_interval_seconds.max(1),
+        ),
         compaction_keep: args.compaction_retain_revisions.max(0),
     };
     let result = runtime.block_on(async move {
@@ -88,7 +95,10 @@ fn server(args: ServerArgs) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -28,11 +28,10 @@ fn acknowledged_creates_survive_kill_9() {
                     .args(["-H", &format!("Authorization: Bearer {token}"), "--data", &body])
                     .arg(format!("{url}/api/v1/namespaces/default/configmaps"))
                     .output();
-                if let Ok(o) = out {
-                    if String::from_utf8_lossy(&o.stdout) == "201" {
+                if let Ok(o) = out
+                    && String::from_utf8_lossy(&o.stdout) == "201" {
                         acked.lock().unwrap().push(name);
                     }
-                }
                 i += 1;
             }
         }));
@@ -44,12 +43,29 @@ fn acknowledged_creates_survive_kill_9() {
         w.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "only {} creates acknowledged", acked.len());
+    assert!(
+        acked.len() > 20,
+        "only {} creates acknowledged",
+        acked.len()
+    );
     c.start_again();
     let list = c.get_json(&["get", "configmaps", "-n", "default"]);
-    let present: std::collections::HashSet<&str> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !present.contains(n.as_str())).collect();
-    assert!(lost.is_empty(), "{} acknowledged creates lost after kill -9: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    let present: std::collections::HashSet<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged creates lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 }
 
 #[test]
@@ -58,9 +74,16 @@ fn clear_errors_for_port_in_use_and_corrupt_database() {
     // A second server on the same port.
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_corten"))
-        .args(["server", "--data-dir"]).arg(dir.path())
-        .args(["--https-listen-port", &c.port.to_string(), "--bind-address", "127.0.0.1"])
-        .output().unwrap();
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--https-listen-port",
+            &c.port.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already in use"), "{err}");
@@ -68,17 +91,32 @@ fn clear_errors_for_port_in_use_and_corrupt_database() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("state.db"), vec![0x42u8; 8192]).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_corten"))
-        .args(["server", "--data-dir"]).arg(dir.path())
-        .args(["--https-listen-port", &common::free_port().to_string(), "--bind-address", "127.0.0.1"])
-        .output().unwrap();
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--https-listen-port",
+            &common::free_port().to_string(),
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("corrupt") || err.contains("not a database"), "{err}");
+    assert!(
+        err.contains("corrupt") || err.contains("not a database"),
+        "{err}"
+    );
     // An unwritable data dir.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_corten"))
         .args(["server", "--data-dir", "/proc/corten-test"])
         .args(["--https-listen-port", &common::free_port().to_string()])
-        .output().unwrap();
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("data directory"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("data directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -145,19 +145,52 @@ fn kubectl_drives_a_whole_manifest() {
 
     // Output formats.
     let table = c.kubectl(&["-n", "shop", "get", "deploy"]);
-    assert!(table.starts_with("NAME") && table.contains("READY") && table.contains("UP-TO-DATE"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("READY") && table.contains("UP-TO-DATE"),
+        "{table}"
+    );
     let wide = c.kubectl(&["-n", "shop", "get", "svc", "-o", "wide"]);
-    assert!(wide.contains("CLUSTER-IP") && wide.contains("SELECTOR") && wide.contains("80/TCP"), "{wide}");
+    assert!(
+        wide.contains("CLUSTER-IP") && wide.contains("SELECTOR") && wide.contains("80/TCP"),
+        "{wide}"
+    );
     let yaml = c.kubectl(&["-n", "shop", "get", "cm", "settings", "-o", "yaml"]);
-    assert!(yaml.contains("DB_HOST: db.shop.svc.cluster.local"), "{yaml}");
+    assert!(
+        yaml.contains("DB_HOST: db.shop.svc.cluster.local"),
+        "{yaml}"
+    );
     let names = c.kubectl(&["-n", "shop", "get", "deploy,svc,sts", "-o", "name"]);
-    assert_eq!(names.lines().collect::<Vec<_>>(), ["deployment.apps/web", "service/web", "statefulset.apps/db"]);
-    let jp = c.kubectl(&["-n", "shop", "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["deployment.apps/web", "service/web", "statefulset.apps/db"]
+    );
+    let jp = c.kubectl(&[
+        "-n",
+        "shop",
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
     assert_eq!(jp, "nginx:1.25");
-    let cc = c.kubectl(&["-n", "shop", "get", "deploy", "-o", "custom-columns=N:.metadata.name,R:.spec.replicas"]);
-    assert_eq!(cc.split_whitespace().collect::<Vec<_>>(), ["N", "R", "web", "2"]);
+    let cc = c.kubectl(&[
+        "-n",
+        "shop",
+        "get",
+        "deploy",
+        "-o",
+        "custom-columns=N:.metadata.name,R:.spec.replicas",
+    ]);
+    assert_eq!(
+        cc.split_whitespace().collect::<Vec<_>>(),
+        ["N", "R", "web", "2"]
+    );
     let described = c.kubectl(&["-n", "shop", "describe", "deployment", "web"]);
-    assert!(described.contains("Replicas:") && described.contains("nginx:1.25"), "{described}");
+    assert!(
+        described.contains("Replicas:") && described.contains("nginx:1.25"),
+        "{described}"
+    );
 
     // label, annotate, scale.
     c.kubectl(&["-n", "shop", "label", "deploy", "web", "tier=frontend"]);
@@ -170,31 +203,78 @@ fn kubectl_drives_a_whole_manifest() {
     assert_eq!(d["metadata"]["generation"], 2);
 
     // The three patch types.
-    c.kubectl(&["-n", "shop", "patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#]);
-    c.kubectl(&["-n", "shop", "patch", "deploy", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"patched":"merge"}}}"#]);
+    c.kubectl(&[
+        "-n",
+        "shop",
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    c.kubectl(&[
+        "-n",
+        "shop",
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
+    ]);
     c.kubectl(&["-n", "shop", "patch", "deploy", "web", "--type=strategic", "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]);
     let d = c.get_json(&["-n", "shop", "get", "deployment", "web"]);
     assert_eq!(d["spec"]["replicas"], 4);
     assert_eq!(d["metadata"]["labels"]["patched"], "merge");
-    let env: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(env, ["EXTRA", "MODE", "DEBUG"], "strategic merge keeps the other env vars");
+    let env: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        ["EXTRA", "MODE", "DEBUG"],
+        "strategic merge keeps the other env vars"
+    );
 
     // Apply again with an env var, a container port and a label removed.
     let edited = MANIFEST
-        .replace("  labels: {app: web, team: blue}\n", "  labels: {app: web}\n")
+        .replace(
+            "  labels: {app: web, team: blue}\n",
+            "  labels: {app: web}\n",
+        )
         .replace("        - containerPort: 8080\n", "")
         .replace("        - name: DEBUG\n          value: \"0\"\n", "");
     c.apply(&edited);
     let d = c.get_json(&["-n", "shop", "get", "deployment", "web"]);
     let container = &d["spec"]["template"]["spec"]["containers"][0];
-    let env: Vec<&str> = container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert!(!env.contains(&"DEBUG"), "DEBUG removed: {env:?}");
     assert!(env.contains(&"MODE"));
-    let ports: Vec<i64> = container["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_i64().unwrap()).collect();
+    let ports: Vec<i64> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_i64().unwrap())
+        .collect();
     assert_eq!(ports, [80]);
-    assert!(d["metadata"]["labels"].get("team").is_none(), "label removed: {}", d["metadata"]["labels"]);
-    assert_eq!(d["spec"]["replicas"], 2, "apply restores the manifest's replicas");
+    assert!(
+        d["metadata"]["labels"].get("team").is_none(),
+        "label removed: {}",
+        d["metadata"]["labels"]
+    );
+    assert_eq!(
+        d["spec"]["replicas"], 2,
+        "apply restores the manifest's replicas"
+    );
 
     // delete --wait.
     c.kubectl(&["-n", "shop", "delete", "ingress", "web", "--wait"]);
@@ -206,7 +286,20 @@ fn kubectl_drives_a_whole_manifest() {
     c.restart();
     let after = c.get_json(&["get", "deploy,svc,cm,secret,sts,ns", "-A"]);
     let versions = |v: &serde_json::Value| -> Vec<(String, String)> {
-        v["items"].as_array().unwrap().iter().map(|i| (i["metadata"]["name"].as_str().unwrap().to_string(), i["metadata"]["resourceVersion"].as_str().unwrap().to_string())).collect()
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["metadata"]["name"].as_str().unwrap().to_string(),
+                    i["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect()
     };
     assert_eq!(versions(&before), versions(&after));
     assert!(versions(&after).len() >= 10);
@@ -216,7 +309,16 @@ fn kubectl_drives_a_whole_manifest() {
 fn get_watch_sees_added_modified_deleted() {
     let c = Cluster::start();
     let mut watch = c
-        .kubectl_cmd(&["get", "configmaps", "-n", "default", "-w", "--output-watch-events", "-o", "name"])
+        .kubectl_cmd(&[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "name",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -243,34 +345,79 @@ fn get_watch_sees_added_modified_deleted() {
     }
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(seen, ["ADDED configmap/w1", "MODIFIED configmap/w1", "DELETED configmap/w1"]);
+    assert_eq!(
+        seen,
+        [
+            "ADDED configmap/w1",
+            "MODIFIED configmap/w1",
+            "DELETED configmap/w1"
+        ]
+    );
 }
 
 #[test]
 fn discovery_explain_and_metrics() {
     let c = Cluster::start();
     let resources = c.kubectl(&["api-resources"]);
-    for needle in ["deployments", "deploy", "apps/v1", "statefulsets", "ingresses", "networking.k8s.io/v1", "leases", "horizontalpodautoscalers"] {
-        assert!(resources.contains(needle), "api-resources lacks {needle}: {resources}");
+    for needle in [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "statefulsets",
+        "ingresses",
+        "networking.k8s.io/v1",
+        "leases",
+        "horizontalpodautoscalers",
+    ] {
+        assert!(
+            resources.contains(needle),
+            "api-resources lacks {needle}: {resources}"
+        );
     }
     let versions = c.kubectl(&["api-versions"]);
-    for gv in ["v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1"] {
-        assert!(versions.lines().any(|l| l == gv), "api-versions lacks {gv}: {versions}");
+    for gv in [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "rbac.authorization.k8s.io/v1",
+        "policy/v1",
+    ] {
+        assert!(
+            versions.lines().any(|l| l == gv),
+            "api-versions lacks {gv}: {versions}"
+        );
     }
     let explain = c.kubectl(&["explain", "deployment.spec.replicas"]);
-    assert!(explain.contains("KIND:") && explain.contains("Deployment") && explain.contains("replicas"), "{explain}");
+    assert!(
+        explain.contains("KIND:") && explain.contains("Deployment") && explain.contains("replicas"),
+        "{explain}"
+    );
     c.kubectl(&["get", "ns"]);
     let metrics = c.kubectl(&["get", "--raw", "/metrics"]);
-    assert!(metrics.contains("apiserver_request_total{verb=\"LIST\",resource=\"namespaces\",code=\"200\"}"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "apiserver_request_total{verb=\"LIST\",resource=\"namespaces\",code=\"200\"}"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("apiserver_request_duration_seconds_bucket"));
-    assert!(metrics.contains("corten_store_request_duration_seconds_count{operation=\"range\",result=\"ok\"}"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "corten_store_request_duration_seconds_count{operation=\"range\",result=\"ok\"}"
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn credentials_are_required() {
     let c = Cluster::start();
     for open in ["/healthz", "/livez", "/readyz", "/version"] {
-        assert_eq!(c.curl("GET", open, "application/json", None, false).code, 200, "{open}");
+        assert_eq!(
+            c.curl("GET", open, "application/json", None, false).code,
+            200,
+            "{open}"
+        );
     }
     let denied = c.curl("GET", "/api/v1/namespaces", "application/json", None, false);
     assert_eq!(denied.code, 401);

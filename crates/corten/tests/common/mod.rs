@@ -21,7 +21,10 @@ pub struct Cluster {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Cluster {
@@ -47,7 +50,12 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_corten"))
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--https-listen-port", &self.port.to_string(), "--bind-address", "127.0.0.1"])
+            .args([
+                "--https-listen-port",
+                &self.port.to_string(),
+                "--bind-address",
+                "127.0.0.1",
+            ])
             .args(&self.extra)
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())
@@ -61,13 +69,22 @@ impl Cluster {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.kubeconfig().exists() && self.try_kubectl(&["get", "--raw", "/readyz"]).status.success() {
+            if self.kubeconfig().exists()
+                && self
+                    .try_kubectl(&["get", "--raw", "/readyz"])
+                    .status
+                    .success()
+            {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("corten server exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "server not ready in 30s: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 30s: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -94,13 +111,18 @@ impl Cluster {
 
     /// The admin bearer token.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tls/admin.token")).expect("token").trim().to_string()
+        std::fs::read_to_string(self.dir.path().join("tls/admin.token"))
+            .expect("token")
+            .trim()
+            .to_string()
     }
 
     /// A kubectl command against this cluster.
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
-        cmd.env("KUBECONFIG", self.kubeconfig()).env_remove("KUBERNETES_SERVICE_HOST").args(args);
+        cmd.env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(args);
         cmd
     }
 
@@ -131,14 +153,23 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
     /// Like [`Cluster::kubectl_stdin`], panicking on failure; returns stdout.
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
-        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -159,8 +190,12 @@ impl Cluster {
 
     /// Stops the server with SIGTERM and waits for it to exit; returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -208,7 +243,14 @@ impl Http {
 
 impl Cluster {
     /// A raw HTTPS request with curl (`auth`: send the admin token). `body` is sent as-is.
-    pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>, auth: bool) -> Http {
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+        auth: bool,
+    ) -> Http {
         use std::io::Write;
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}", "-X", method])
@@ -220,15 +262,28 @@ impl Cluster {
             cmd.args(["--data-binary", "@-"]);
         }
         cmd.arg(format!("{}{path}", self.url()));
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("curl");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl");
         if let Some(b) = body {
-            child.stdin.take().expect("stdin").write_all(b).expect("write body");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b)
+                .expect("write body");
         } else {
             drop(child.stdin.take());
         }
         let out = child.wait_with_output().expect("curl output");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        Http { code: code.trim().parse().unwrap_or(0), body: body.to_string() }
+        Http {
+            code: code.trim().parse().unwrap_or(0),
+            body: body.to_string(),
+        }
     }
 }
