@@ -1,0 +1,34 @@
+//! corten's controller manager (kube-controller-manager's counterpart).
+//!
+//! One module per controller, as upstream lays out `pkg/controller/*`. Every controller is an
+//! API client built on kube-rs's runtime (watchers, reflectors, `Controller`): none reads the
+//! store, even though `corten server` runs them in the same process as the API server.
+//!
+//! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+
+use std::future::Future;
+
+use kube::Client;
+use tokio::sync::watch;
+
+pub mod namespace;
+pub mod resources;
+pub mod serviceaccount;
+
+/// Runs every controller until `shutdown` turns true.
+pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn(&mut tasks, "namespace", namespace::run(client.clone()));
+    spawn(&mut tasks, "serviceaccount", serviceaccount::run(client.clone()));
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    tasks.abort_all();
+}
+
+fn spawn(tasks: &mut tokio::task::JoinSet<()>, name: &'static str, controller: impl Future<Output = ()> + Send + 'static) {
+    tasks.spawn(async move {
+        tracing::info!(controller = name, "controller started");
+        controller.await;
+        tracing::warn!(controller = name, "controller stopped");
+    });
+}
