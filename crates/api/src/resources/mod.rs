@@ -1,17 +1,36 @@
 //! One module per resource: its [`Behavior`](crate::strategy::Behavior) (defaults, validation,
-//! columns, field selectors) lives in exactly one place. [`all`] lists what corten serves.
+//! columns, field selectors) lives in exactly one place. [`all`] lists what corten serves;
+//! [`name_rule`] says how each kind's names are validated.
 
 use crate::registry::ResourceInfo;
 
 mod configmap;
 mod namespace;
+mod pod;
+pub mod podspec;
 pub mod validation;
+
+use validation::NameRule;
 
 /// Every resource corten serves, core/v1 first.
 pub fn all() -> Vec<ResourceInfo> {
     use k8s_openapi::api::core::v1 as core;
     vec![
         ResourceInfo::of::<core::Namespace>(),
+        ResourceInfo::of::<core::Pod>(),
         ResourceInfo::of::<core::ConfigMap>(),
     ]
+}
+
+/// How names of `kind` in `group` are validated, as upstream's `ValidateObjectMeta` name
+/// function for that kind: DNS-1123 labels for namespaces and statefulsets (whose names become
+/// pod host names), DNS-1035 labels for services, path segments for the RBAC kinds (names like
+/// `system:node`), DNS-1123 subdomains for everything else.
+pub fn name_rule(group: &str, kind: &str) -> NameRule {
+    match (group, kind) {
+        ("", "Namespace") | ("apps", "StatefulSet") => NameRule::Label,
+        ("", "Service") => NameRule::Dns1035Label,
+        ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
+        _ => NameRule::Subdomain,
+    }
 }
