@@ -26,15 +26,14 @@ impl Behavior for ConfigMap {
                 ));
             }
         }
-        if let Some(old) = old {
-            if old.immutable == Some(true)
-                && (old.data != self.data || old.binary_data != self.binary_data)
-            {
-                causes.push(FieldCause::forbidden(
-                    "data",
-                    "field is immutable when `immutable` is set",
-                ));
-            }
+        if let Some(old) = old
+            && old.immutable == Some(true)
+            && (old.data != self.data || old.binary_data != self.binary_data)
+        {
+            causes.push(FieldCause::forbidden(
+                "data",
+                "field is immutable when `immutable` is set",
+            ));
         }
         causes
     }

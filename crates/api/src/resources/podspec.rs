@@ -191,9 +191,12 @@ fn validate_resources(r: &ResourceRequirements, path: &str, causes: &mut Vec<Fie
         }
     }
     for (name, req) in r.requests.iter().flatten() {
-        if let Some(limit) = q(&r.limits, name) {
-            if let (Some(rv), Some(lv)) = (parse_quantity(&req.0), parse_quantity(&limit)) {
-                if rv > lv {
+        if let Some(limit) = q(&r.limits, name)
+            && let (Some(rv), Some(lv)) = (parse_quantity(&req.0), parse_quantity(&limit))
+            && rv > lv
+        {
+            {
+                {
                     causes.push(FieldCause::invalid(
                         format!("{path}.requests"),
                         &req.0,
@@ -327,9 +330,9 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldCause> {
     if let Some(sa) = spec
         .service_account_name
         .as_deref()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && !validation::is_dns1123_subdomain(s))
     {
-        if !validation::is_dns1123_subdomain(sa) {
+        {
             causes.push(FieldCause::invalid(
                 format!("{path}.serviceAccountName"),
                 sa,
@@ -337,8 +340,12 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldCause> {
             ));
         }
     }
-    if let Some(n) = spec.node_name.as_deref().filter(|s| !s.is_empty()) {
-        if !validation::is_dns1123_subdomain(n) {
+    if let Some(n) = spec
+        .node_name
+        .as_deref()
+        .filter(|s| !s.is_empty() && !validation::is_dns1123_subdomain(s))
+    {
+        {
             causes.push(FieldCause::invalid(
                 format!("{path}.nodeName"),
                 n,
