@@ -5,20 +5,41 @@
 use crate::registry::ResourceInfo;
 
 mod configmap;
+mod controllerrevision;
+mod cronjob;
+mod daemonset;
+mod deployment;
+mod job;
 mod namespace;
+mod persistentvolume;
+mod persistentvolumeclaim;
 mod pod;
 pub mod podspec;
+mod replicaset;
+mod replicationcontroller;
+mod statefulset;
 pub mod validation;
+pub mod workload;
 
 use validation::NameRule;
 
 /// Every resource corten serves, core/v1 first.
 pub fn all() -> Vec<ResourceInfo> {
-    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
     vec![
         ResourceInfo::of::<core::Namespace>(),
         ResourceInfo::of::<core::Pod>(),
         ResourceInfo::of::<core::ConfigMap>(),
+        ResourceInfo::of::<core::PersistentVolume>(),
+        ResourceInfo::of::<core::PersistentVolumeClaim>(),
+        ResourceInfo::of::<core::ReplicationController>(),
+        ResourceInfo::of::<apps::Deployment>(),
+        ResourceInfo::of::<apps::ReplicaSet>(),
+        ResourceInfo::of::<apps::StatefulSet>(),
+        ResourceInfo::of::<apps::DaemonSet>(),
+        ResourceInfo::of::<apps::ControllerRevision>(),
+        ResourceInfo::of::<batch::Job>(),
+        ResourceInfo::of::<batch::CronJob>(),
     ]
 }
 
