@@ -9,14 +9,24 @@ mod controllerrevision;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod endpoints;
+mod endpointslice;
+mod event;
+mod eventv1;
 mod job;
+mod limitrange;
 mod namespace;
+mod node;
 mod persistentvolume;
 mod persistentvolumeclaim;
 mod pod;
 pub mod podspec;
 mod replicaset;
 mod replicationcontroller;
+mod resourcequota;
+mod secret;
+mod service;
+mod serviceaccount;
 mod statefulset;
 pub mod validation;
 pub mod workload;
@@ -25,13 +35,24 @@ use validation::NameRule;
 
 /// Every resource corten serves, core/v1 first.
 pub fn all() -> Vec<ResourceInfo> {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, core::v1 as core, discovery::v1 as discovery,
+        events::v1 as events,
+    };
     vec![
         ResourceInfo::of::<core::Namespace>(),
         ResourceInfo::of::<core::Pod>(),
+        ResourceInfo::of::<core::Service>(),
+        ResourceInfo::of::<core::Endpoints>(),
         ResourceInfo::of::<core::ConfigMap>(),
+        ResourceInfo::of::<core::Secret>(),
+        ResourceInfo::of::<core::Node>(),
+        ResourceInfo::of::<core::Event>(),
+        ResourceInfo::of::<core::ServiceAccount>(),
         ResourceInfo::of::<core::PersistentVolume>(),
         ResourceInfo::of::<core::PersistentVolumeClaim>(),
+        ResourceInfo::of::<core::LimitRange>(),
+        ResourceInfo::of::<core::ResourceQuota>(),
         ResourceInfo::of::<core::ReplicationController>(),
         ResourceInfo::of::<apps::Deployment>(),
         ResourceInfo::of::<apps::ReplicaSet>(),
@@ -40,6 +61,8 @@ pub fn all() -> Vec<ResourceInfo> {
         ResourceInfo::of::<apps::ControllerRevision>(),
         ResourceInfo::of::<batch::Job>(),
         ResourceInfo::of::<batch::CronJob>(),
+        ResourceInfo::of::<discovery::EndpointSlice>(),
+        ResourceInfo::of::<events::Event>(),
     ]
 }
 
