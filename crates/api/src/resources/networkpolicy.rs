@@ -76,10 +76,10 @@ impl Behavior for NetworkPolicy {
                         PROTOCOLS,
                         &mut causes,
                     );
-                    if let Some(IntOrString::Int(n)) = &p.port {
-                        if !(1..=65535).contains(n) {
-                            causes.push(invalid_raw(format!("{pp}.port"), n, PORT_RANGE_MSG));
-                        }
+                    if let Some(IntOrString::Int(n)) = &p.port
+                        && !(1..=65535).contains(n)
+                    {
+                        causes.push(invalid_raw(format!("{pp}.port"), n, PORT_RANGE_MSG));
                     }
                 }
             }
