@@ -84,14 +84,14 @@ impl Behavior for Deployment {
             spec.revision_history_limit.map(i64::from),
             &mut causes,
         );
-        if let Some(p) = spec.progress_deadline_seconds {
-            if p <= spec.min_ready_seconds.unwrap_or(0) {
-                causes.push(invalid_raw(
-                    "spec.progressDeadlineSeconds",
-                    p,
-                    "must be greater than minReadySeconds",
-                ));
-            }
+        if let Some(p) = spec.progress_deadline_seconds
+            && p <= spec.min_ready_seconds.unwrap_or(0)
+        {
+            causes.push(invalid_raw(
+                "spec.progressDeadlineSeconds",
+                p,
+                "must be greater than minReadySeconds",
+            ));
         }
         if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
             causes.extend(workload::immutable_selector(

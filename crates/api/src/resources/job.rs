@@ -101,14 +101,14 @@ pub fn validate_job_spec(spec: &JobSpec, path: &str, selector_required: bool) ->
         .spec
         .as_ref()
         .and_then(|s| s.restart_policy.as_deref())
+        && p != "OnFailure"
+        && p != "Never"
     {
-        if p != "OnFailure" && p != "Never" {
-            causes.push(FieldCause::not_supported(
-                format!("{path}.template.spec.restartPolicy"),
-                p,
-                &["OnFailure", "Never"],
-            ));
-        }
+        causes.push(FieldCause::not_supported(
+            format!("{path}.template.spec.restartPolicy"),
+            p,
+            &["OnFailure", "Never"],
+        ));
     }
     for (name, v) in [
         ("parallelism", spec.parallelism),
@@ -159,10 +159,10 @@ impl Behavior for Job {
             .metadata
             .as_ref()
             .and_then(|m| m.labels.clone());
-        if self.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
-            if let Some(labels) = template_labels {
-                self.metadata.labels = Some(labels);
-            }
+        if self.metadata.labels.as_ref().is_none_or(|l| l.is_empty())
+            && let Some(labels) = template_labels
+        {
+            self.metadata.labels = Some(labels);
         }
     }
 

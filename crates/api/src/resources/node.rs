@@ -31,10 +31,10 @@ impl Behavior for Node {
     const SUBRESOURCES: &'static [&'static str] = &["proxy", "status"];
 
     fn apply_defaults(&mut self) {
-        if let Some(st) = &mut self.status {
-            if st.allocatable.is_none() {
-                st.allocatable.clone_from(&st.capacity);
-            }
+        if let Some(st) = &mut self.status
+            && st.allocatable.is_none()
+        {
+            st.allocatable.clone_from(&st.capacity);
         }
     }
 

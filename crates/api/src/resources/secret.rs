@@ -58,17 +58,16 @@ impl Behavior for Secret {
             }
         }
         match kind {
-            "kubernetes.io/service-account-token" => {
+            "kubernetes.io/service-account-token"
                 if self
                     .metadata
                     .annotations
                     .as_ref()
-                    .is_none_or(|a| !a.contains_key("kubernetes.io/service-account.name"))
-                {
-                    causes.push(FieldCause::required(
-                        "metadata.annotations[kubernetes.io/service-account.name]",
-                    ));
-                }
+                    .is_none_or(|a| !a.contains_key("kubernetes.io/service-account.name")) =>
+            {
+                causes.push(FieldCause::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                ));
             }
             "kubernetes.io/basic-auth"
                 if !data.contains_key("username") && !data.contains_key("password") =>
@@ -76,17 +75,16 @@ impl Behavior for Secret {
                 causes.push(required_because("data[username]", ""));
                 causes.push(required_because("data[password]", ""));
             }
-            "kubernetes.io/dockerconfigjson" => {
+            "kubernetes.io/dockerconfigjson"
                 if data
                     .get(".dockerconfigjson")
-                    .is_some_and(|v| serde_json::from_slice::<Value>(&v.0).is_err())
-                {
-                    causes.push(FieldCause::invalid(
-                        "data[.dockerconfigjson]",
-                        "<secret contents redacted>",
-                        "invalid character in JSON",
-                    ));
-                }
+                    .is_some_and(|v| serde_json::from_slice::<Value>(&v.0).is_err()) =>
+            {
+                causes.push(FieldCause::invalid(
+                    "data[.dockerconfigjson]",
+                    "<secret contents redacted>",
+                    "invalid character in JSON",
+                ));
             }
             _ => {}
         }

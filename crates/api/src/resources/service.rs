@@ -230,14 +230,13 @@ impl Behavior for Service {
             .cluster_ip
             .as_deref()
             .filter(|ip| !ip.is_empty() && *ip != "None")
+            && ip.parse::<std::net::IpAddr>().is_err()
         {
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                causes.push(FieldCause::invalid(
-                    "spec.clusterIPs[0]",
-                    ip,
-                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                ));
-            }
+            causes.push(FieldCause::invalid(
+                "spec.clusterIPs[0]",
+                ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
         }
         validate_ports(spec, &mut causes);
         validation::supported(
@@ -278,18 +277,17 @@ impl Behavior for Service {
         if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
             let old_kind = old_spec.type_.as_deref().unwrap_or("ClusterIP");
             let (old_ips, new_ips) = (primary_ips(old_spec), primary_ips(spec));
-            if old_kind != "ExternalName" && kind != "ExternalName" {
-                if let (Some(o), Some(n)) = (old_ips.first(), new_ips.first()) {
-                    if o != n {
-                        let shown: Vec<String> =
-                            new_ips.iter().map(|ip| format!("{ip:?}")).collect();
-                        causes.push(invalid_raw(
-                            "spec.clusterIPs[0]",
-                            format!("[]string{{{}}}", shown.join(", ")),
-                            "may not change once set",
-                        ));
-                    }
-                }
+            if old_kind != "ExternalName"
+                && kind != "ExternalName"
+                && let (Some(o), Some(n)) = (old_ips.first(), new_ips.first())
+                && o != n
+            {
+                let shown: Vec<String> = new_ips.iter().map(|ip| format!("{ip:?}")).collect();
+                causes.push(invalid_raw(
+                    "spec.clusterIPs[0]",
+                    format!("[]string{{{}}}", shown.join(", ")),
+                    "may not change once set",
+                ));
             }
         }
         causes

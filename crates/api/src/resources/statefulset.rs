@@ -122,10 +122,10 @@ impl Behavior for StatefulSet {
             spec.min_ready_seconds.map(i64::from),
             &mut causes,
         );
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            if fixed_part(spec) != fixed_part(old_spec) {
-                causes.push(FieldCause::forbidden("spec", UPDATE_FORBIDDEN));
-            }
+        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref())
+            && fixed_part(spec) != fixed_part(old_spec)
+        {
+            causes.push(FieldCause::forbidden("spec", UPDATE_FORBIDDEN));
         }
         causes
     }
