@@ -239,7 +239,14 @@ fn parse_pb(
                 Some(Some((json, required))) => (json.clone(), *required, false),
                 // A field k8s-openapi's struct lacks is a Go embedded struct (`ProbeHandler` in
                 // `Probe`), whose fields JSON inlines into the parent.
-                Some(None) if ty.starts_with("Ty::Message") && label == "Single" => {
+                // go-to-protobuf names it after its type (`ProbeHandler`, once `Handler`, is
+                // `handler`). k8s-pb may be newer than k8s-openapi: other fields it lacks are new
+                // fields, named by prost's snake_case turned back into lowerCamelCase.
+                Some(None)
+                    if label == "Single"
+                        && (ty.ends_with(&format!(".{n}\")"))
+                            || (n == "handler" && ty.ends_with(".probehandler\")"))) =>
+                {
                     (String::new(), false, true)
                 }
                 _ => (lower_camel(field.0.trim_start_matches("r#")), false, false),
