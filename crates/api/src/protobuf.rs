@@ -69,8 +69,11 @@ mod schema {
 
 use schema::{Field, Label, Msg, Ty};
 
-fn bad(message: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("invalid protobuf body: {message}"))
+/// An internal decoding error (its message); [`decode`] turns it into a 400 [`ApiError`].
+type Bad = String;
+
+fn bad(message: impl std::fmt::Display) -> Bad {
+    message.to_string()
 }
 
 fn message(name: &str) -> Option<&'static Msg> {
@@ -82,11 +85,15 @@ fn message(name: &str) -> Option<&'static Msg> {
 
 /// Decodes a Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`) into the object's JSON form,
 /// with `apiVersion` and `kind` set from the envelope. Bad input is a 400 BadRequest.
+#[allow(
+    clippy::result_large_err,
+    reason = "the crate's error type, as every handler returns"
+)]
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    decode_at(body, 0)
+    decode_at(body, 0).map_err(|m| ApiError::bad_request(format!("invalid protobuf body: {m}")))
 }
 
-fn decode_at(body: &[u8], depth: usize) -> Result<Value, ApiError> {
+fn decode_at(body: &[u8], depth: usize) -> Result<Value, Bad> {
     let Some(envelope) = body.strip_prefix(MAGIC.as_slice()) else {
         return Err(bad("missing the k8s\\0 prefix"));
     };
@@ -156,7 +163,7 @@ fn object_message(api_version: &str, kind: &str) -> Option<&'static Msg> {
         .or_else(|| message(&format!("apimachinery.pkg.apis.meta.v1.{kind}")))
 }
 
-fn utf8(b: &[u8]) -> Result<String, ApiError> {
+fn utf8(b: &[u8]) -> Result<String, Bad> {
     String::from_utf8(b.to_vec()).map_err(|_| bad("string is not UTF-8"))
 }
 
@@ -180,7 +187,7 @@ impl<'a> Reader<'a> {
         Self { buf, failed: false }
     }
 
-    fn varint(&mut self) -> Result<u64, ApiError> {
+    fn varint(&mut self) -> Result<u64, Bad> {
         let mut value = 0u64;
         for i in 0..10 {
             let (&b, rest) = self
@@ -196,7 +203,7 @@ impl<'a> Reader<'a> {
         Err(bad("varint too long"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ApiError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         if n > self.buf.len() {
             return Err(bad("truncated field"));
         }
@@ -205,7 +212,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn next_field(&mut self) -> Result<(u32, Wire<'a>), ApiError> {
+    fn next_field(&mut self) -> Result<(u32, Wire<'a>), Bad> {
         let key = self.varint()?;
         let tag = u32::try_from(key >> 3).map_err(|_| bad("field number out of range"))?;
         if tag == 0 {
@@ -231,7 +238,7 @@ impl<'a> Reader<'a> {
 }
 
 impl<'a> Iterator for Reader<'a> {
-    type Item = Result<(u32, Wire<'a>), ApiError>;
+    type Item = Result<(u32, Wire<'a>), Bad>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.buf.is_empty() {
@@ -248,7 +255,7 @@ impl<'a> Iterator for Reader<'a> {
 
 const APIEXT: &str = "apiextensions_apiserver.pkg.apis.apiextensions.";
 
-fn decode_message(msg: &Msg, buf: &[u8], depth: usize) -> Result<Value, ApiError> {
+fn decode_message(msg: &Msg, buf: &[u8], depth: usize) -> Result<Value, Bad> {
     if depth > MAX_DEPTH {
         return Err(bad("nesting too deep"));
     }
@@ -332,7 +339,7 @@ fn is_zero_scalar(v: &Value) -> bool {
 }
 
 /// The value of a map entry whose value field is absent (the type's zero value).
-fn empty_value(field: &Field, depth: usize) -> Result<Value, ApiError> {
+fn empty_value(field: &Field, depth: usize) -> Result<Value, Bad> {
     Ok(match field.ty {
         Ty::Bool => Value::Bool(false),
         Ty::Int32 | Ty::Int64 | Ty::Double => Value::from(0),
@@ -344,7 +351,7 @@ fn empty_value(field: &Field, depth: usize) -> Result<Value, ApiError> {
     })
 }
 
-fn scalar_or_message(field: &Field, wire: Wire<'_>, depth: usize) -> Result<Value, ApiError> {
+fn scalar_or_message(field: &Field, wire: Wire<'_>, depth: usize) -> Result<Value, Bad> {
     let wrong = || bad(format!("{}: wrong wire type", field.json));
     Ok(match (field.ty, wire) {
         (Ty::Bool, Wire::Varint(n)) => Value::Bool(n != 0),
@@ -367,7 +374,7 @@ fn scalar_or_message(field: &Field, wire: Wire<'_>, depth: usize) -> Result<Valu
 }
 
 /// Messages whose JSON form is not an object of their fields.
-fn special(msg: &Msg, buf: &[u8], depth: usize) -> Result<Option<Value>, ApiError> {
+fn special(msg: &Msg, buf: &[u8], depth: usize) -> Result<Option<Value>, Bad> {
     let name = msg.name;
     let Some(short) = name.rsplit('.').next() else {
         return Ok(None);
@@ -447,11 +454,7 @@ fn special(msg: &Msg, buf: &[u8], depth: usize) -> Result<Option<Value>, ApiErro
 }
 
 /// Decodes a JSONSchemaPropsOr* union's fields: its `schema` (if set) and all fields as JSON.
-fn union(
-    msg: &Msg,
-    buf: &[u8],
-    depth: usize,
-) -> Result<(Option<Value>, Map<String, Value>), ApiError> {
+fn union(msg: &Msg, buf: &[u8], depth: usize) -> Result<(Option<Value>, Map<String, Value>), Bad> {
     let plain = Msg {
         name: "",
         fields: msg.fields,
@@ -466,7 +469,7 @@ fn union(
     Ok((fields.remove("schema"), fields))
 }
 
-fn first_string(buf: &[u8]) -> Result<String, ApiError> {
+fn first_string(buf: &[u8]) -> Result<String, Bad> {
     for item in Reader::new(buf) {
         if let (1, Wire::Len(b)) = item? {
             return utf8(b);
@@ -475,7 +478,7 @@ fn first_string(buf: &[u8]) -> Result<String, ApiError> {
     Ok(String::new())
 }
 
-fn first_bytes(buf: &[u8]) -> Result<&[u8], ApiError> {
+fn first_bytes(buf: &[u8]) -> Result<&[u8], Bad> {
     for item in Reader::new(buf) {
         if let (1, Wire::Len(b)) = item? {
             return Ok(b);
@@ -484,7 +487,7 @@ fn first_bytes(buf: &[u8]) -> Result<&[u8], ApiError> {
     Ok(&[])
 }
 
-fn repeated_strings(buf: &[u8], tag: u32) -> Result<Vec<Value>, ApiError> {
+fn repeated_strings(buf: &[u8], tag: u32) -> Result<Vec<Value>, Bad> {
     let mut out = Vec::new();
     for item in Reader::new(buf) {
         if let (t, Wire::Len(b)) = item?
@@ -497,7 +500,7 @@ fn repeated_strings(buf: &[u8], tag: u32) -> Result<Vec<Value>, ApiError> {
 }
 
 /// Embedded raw bytes: JSON (what Kubernetes stores there), or a nested protobuf object.
-fn embedded(raw: &[u8], depth: usize) -> Result<Value, ApiError> {
+fn embedded(raw: &[u8], depth: usize) -> Result<Value, Bad> {
     if raw.is_empty() {
         return Ok(Value::Null);
     }
@@ -511,7 +514,7 @@ fn embedded(raw: &[u8], depth: usize) -> Result<Value, ApiError> {
 }
 
 /// RFC 3339 in UTC: seconds precision (`Time`) or microseconds (`MicroTime`), as Go renders them.
-fn timestamp(seconds: i64, nanos: i64, micro: bool) -> Result<Value, ApiError> {
+fn timestamp(seconds: i64, nanos: i64, micro: bool) -> Result<Value, Bad> {
     let ts =
         jiff::Timestamp::new(seconds, 0).map_err(|e| bad(format!("time out of range: {e}")))?;
     let base = ts.strftime("%Y-%m-%dT%H:%M:%S").to_string();
