@@ -8,6 +8,7 @@
 //! - [`selector`]: label and field selectors.
 //! - [`patch`]: JSON Patch, JSON Merge Patch and Strategic Merge Patch.
 //! - [`openapi`]: the OpenAPI v2 and v3 documents served to kubectl.
+//! - [`protobuf`]: Kubernetes protobuf request bodies decoded into JSON.
 //! - [`table`]: `meta.k8s.io/v1` Table rendering helpers.
 //!
 //! This crate does no I/O.
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod resources;
 pub mod selector;
