@@ -17,7 +17,11 @@ pub struct FieldCause {
 impl FieldCause {
     /// A required field is missing.
     pub fn required(field: impl Into<String>) -> Self {
-        Self { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
     /// A field holds an invalid value.
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: &str) -> Self {
@@ -28,12 +32,20 @@ impl FieldCause {
         }
     }
     /// A field holds a value outside the supported set.
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| quote(s)).collect();
         Self {
             reason: "FieldValueNotSupported",
             field: field.into(),
-            message: format!("Unsupported value: {}: supported values: {}", quote(&value.to_string()), list.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                quote(&value.to_string()),
+                list.join(", ")
+            ),
         }
     }
     /// A value appears twice where it must be unique.
@@ -46,14 +58,21 @@ impl FieldCause {
     }
     /// A field may not be set or changed.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        Self { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
     }
     /// A field that may not change after creation changed.
     pub fn immutable(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
         Self {
             reason: "FieldValueInvalid",
             field: field.into(),
-            message: format!("Invalid value: {}: field is immutable", quote(&value.to_string())),
+            message: format!(
+                "Invalid value: {}: field is immutable",
+                quote(&value.to_string())
+            ),
         }
     }
     /// A field is longer than allowed.
@@ -114,26 +133,45 @@ impl ApiError {
     }
     /// 404 `pods "x" not found`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource))).about(group, resource, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .about(group, resource, name)
     }
     /// 409 `pods "x" already exists`.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)))
-            .about(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+        )
+        .about(group, resource, name)
     }
     /// 409 Conflict on a stale resourceVersion.
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, resource)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, resource)
+            ),
         )
         .about(group, resource, name)
     }
     /// 422 Invalid with field causes. `kind` is the object's kind (e.g. `Deployment`).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldCause>) -> Self {
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let what = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let what = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let message = match list.len() {
             1 => format!("{what} \"{name}\" is invalid: {}", list[0]),
             _ => format!("{what} \"{name}\" is invalid: [{}]", list.join(", ")),
@@ -160,19 +198,37 @@ impl ApiError {
     }
     /// 410 Gone: "too old resource version".
     pub fn gone(requested: i64, current: i64) -> Self {
-        Self::new(410, "Expired", format!("too old resource version: {requested} ({current})"))
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({current})"),
+        )
     }
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
+            ),
+        )
     }
     /// 500 InternalError.
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
     }
     /// 504 Timeout.
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -181,7 +237,10 @@ impl ApiError {
 
     /// The error as a `Status` object.
     pub fn to_status(&self) -> Status {
-        let has_details = self.name.is_some() || self.kind.is_some() || !self.causes.is_empty() || self.retry_after_seconds.is_some();
+        let has_details = self.name.is_some()
+            || self.kind.is_some()
+            || !self.causes.is_empty()
+            || self.retry_after_seconds.is_some();
         Status {
             code: Some(i32::from(self.code)),
             message: Some(self.message.clone()),
@@ -220,7 +279,11 @@ impl ApiError {
 }
 
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 #[cfg(test)]
@@ -239,8 +302,19 @@ mod tests {
 
     #[test]
     fn invalid_lists_causes() {
-        let e = ApiError::invalid("", "Pod", "x", vec![FieldCause::required("spec.containers")]);
-        assert_eq!(e.message, "Pod \"x\" is invalid: spec.containers: Required value");
-        assert_eq!(e.to_json()["details"]["causes"][0]["field"], "spec.containers");
+        let e = ApiError::invalid(
+            "",
+            "Pod",
+            "x",
+            vec![FieldCause::required("spec.containers")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"x\" is invalid: spec.containers: Required value"
+        );
+        assert_eq!(
+            e.to_json()["details"]["causes"][0]["field"],
+            "spec.containers"
+        );
     }
 }

@@ -100,8 +100,11 @@ impl Registry {
     /// A registry of the given resources.
     pub fn from_resources(list: Vec<ResourceInfo>) -> Self {
         let resources: Vec<Arc<ResourceInfo>> = list.into_iter().map(Arc::new).collect();
-        let by_path =
-            resources.iter().enumerate().map(|(i, r)| ((r.group, r.version, r.plural), i)).collect();
+        let by_path = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.group, r.version, r.plural), i))
+            .collect();
         Self { resources, by_path }
     }
 
@@ -113,12 +116,16 @@ impl Registry {
 
     /// Looks a resource up by URL coordinates.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceInfo>> {
-        self.by_path.get(&(group, version, plural)).map(|&i| &self.resources[i])
+        self.by_path
+            .get(&(group, version, plural))
+            .map(|&i| &self.resources[i])
     }
 
     /// Looks a resource up by kind within a group/version.
     pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<&Arc<ResourceInfo>> {
-        self.resources.iter().find(|r| r.group == group && r.version == version && r.kind == kind)
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
     /// Every resource.
@@ -138,8 +145,14 @@ impl Registry {
     }
 
     /// The resources of one group/version.
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a Arc<ResourceInfo>> + 'a {
-        self.resources.iter().filter(move |r| r.group == group && r.version == version)
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<ResourceInfo>> + 'a {
+        self.resources
+            .iter()
+            .filter(move |r| r.group == group && r.version == version)
     }
 }
 

@@ -38,8 +38,16 @@ pub trait Behavior:
     /// Subresources besides the object itself: `status`, `scale`, `binding`, `eviction`, ...
     const SUBRESOURCES: &'static [&'static str] = &[];
     /// Verbs the resource supports.
-    const VERBS: &'static [&'static str] =
-        &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    const VERBS: &'static [&'static str] = &[
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
 
     /// Fills in defaults, as upstream's defaulting does (called on every create and update).
     fn apply_defaults(&mut self) {}
@@ -100,7 +108,8 @@ impl<T> Default for Typed<T> {
 }
 
 fn typed<T: Behavior>(obj: &Value) -> Result<T, ApiError> {
-    T::deserialize(obj).map_err(|e| ApiError::bad_request(format!("unable to decode {}: {e}", T::KIND)))
+    T::deserialize(obj)
+        .map_err(|e| ApiError::bad_request(format!("unable to decode {}: {e}", T::KIND)))
 }
 
 fn untyped<T: Behavior>(obj: &T) -> Result<Value, ApiError> {
@@ -166,7 +175,11 @@ fn collect_unknown(raw: &Value, canonical: &Value, path: &str, out: &mut Vec<Str
     match (raw, canonical) {
         (Value::Object(r), Value::Object(c)) => {
             for (k, v) in r {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match c.get(k) {
                     Some(cv) => collect_unknown(v, cv, &p, out),
                     None if v.is_null() => {}

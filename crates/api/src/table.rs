@@ -21,11 +21,23 @@ pub struct Column {
 impl Column {
     /// A column shown by default.
     pub const fn new(name: &'static str, type_: &'static str, description: &'static str) -> Self {
-        Self { name, type_, format: "", description, priority: 0 }
+        Self {
+            name,
+            type_,
+            format: "",
+            description,
+            priority: 0,
+        }
     }
     /// A column only shown with `-o wide`.
     pub const fn wide(name: &'static str, type_: &'static str, description: &'static str) -> Self {
-        Self { name, type_, format: "", description, priority: 1 }
+        Self {
+            name,
+            type_,
+            format: "",
+            description,
+            priority: 1,
+        }
     }
     /// The NAME column every table starts with.
     pub const fn name() -> Self {
@@ -83,23 +95,39 @@ pub fn human_duration(secs: i64) -> String {
         format!("{secs}s")
     } else if m < 10 {
         let s = secs % 60;
-        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
     } else if m < 60 * 3 {
         format!("{m}m")
     } else if h < 8 {
         let mm = m % 60;
-        if mm == 0 { format!("{h}h") } else { format!("{h}h{mm}m") }
+        if mm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{mm}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let hh = h % 24;
-        if hh == 0 { format!("{d}d") } else { format!("{d}d{hh}h") }
+        if hh == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{hh}h")
+        }
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else if h < 24 * 365 * 8 {
         let y = d / 365;
         let dd = d % 365;
-        if dd == 0 { format!("{y}y") } else { format!("{y}y{dd}d") }
+        if dd == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{dd}d")
+        }
     } else {
         format!("{}y", d / 365)
     }

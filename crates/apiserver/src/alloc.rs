@@ -301,6 +301,24 @@ impl ApiState {
         Ok(())
     }
 
+    /// Keeps the allocated addresses of a service whose update omits them (before defaults
+    /// and validation, so that omitting is not changing).
+    pub fn carry_over_allocations(res: &ResourceInfo, new: &mut Value, old: &Value) {
+        if !is_service(res) {
+            return;
+        }
+        for field in ["clusterIP", "clusterIPs"] {
+            let omitted = new["spec"][field].is_null()
+                || new["spec"][field] == ""
+                || new["spec"][field] == json!([]);
+            if omitted && new["spec"]["type"] != "ExternalName" {
+                if let Some(v) = old["spec"].get(field) {
+                    new["spec"][field] = v.clone();
+                }
+            }
+        }
+    }
+
     /// Releases what a deleted object held.
     pub async fn release(&self, res: &ResourceInfo, obj: &Value) {
         if !is_service(res) {

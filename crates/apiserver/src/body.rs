@@ -45,6 +45,9 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let mt = media_type(content_type);
+    if mt == api::protobuf::CONTENT_TYPE {
+        return api::protobuf::decode(body);
+    }
     if mt.contains("protobuf") || mt.contains("cbor") {
         return Err(ApiError::unsupported_media_type(mt));
     }
@@ -101,8 +104,9 @@ mod tests {
             decode("application/vnd.kubernetes.protobuf", b"x")
                 .unwrap_err()
                 .code,
-            415
+            400
         );
+        assert_eq!(decode("application/cbor", b"x").unwrap_err().code, 415);
     }
 
     #[test]

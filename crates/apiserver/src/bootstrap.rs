@@ -23,6 +23,15 @@ async fn ensure(
         .get(group, "v1", plural)
         .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?
         .clone();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match state.get(&res, ns, &name).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code != 404 => return Err(e),
+        Err(_) => {}
+    }
     match state.create(&res, ns, obj, &Query::default()).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),

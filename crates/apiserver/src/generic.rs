@@ -244,6 +244,18 @@ impl ApiState {
                 warnings,
             });
         }
+        // A duplicate is AlreadyExists, not an allocation conflict.
+        if res.plural == "services"
+            && self
+                .store
+                .get(&key)
+                .await
+                .map_err(ApiError::internal)?
+                .0
+                .is_some()
+        {
+            return Err(ApiError::already_exists(res.group, res.plural, &name));
+        }
         self.admit_create(res, &mut obj, false).await?;
         let bytes = objects::encode(&obj)?;
         match self.store.create(&key, bytes).await {
@@ -429,6 +441,7 @@ impl ApiState {
                 meta.insert("name".into(), Value::String(name.to_string()));
                 meta.remove("resourceVersion");
             }
+            ApiState::carry_over_allocations(res, &mut new, &current);
             res.strategy.apply_defaults(&mut new)?;
             if spec_changed(&current, &new) {
                 let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;

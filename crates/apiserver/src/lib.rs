@@ -87,19 +87,28 @@ pub struct Running {
 
 /// Starts the API server; it serves until `shutdown` turns true. Returns once it accepts
 /// connections, so that in-process clients can connect.
-pub async fn start(config: Config, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<Running> {
+pub async fn start(
+    config: Config,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let probe = config.data_dir.join(".write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("data directory {} is not writable", config.data_dir.display()))?;
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "data directory {} is not writable",
+            config.data_dir.display()
+        )
+    })?;
     let _ = std::fs::remove_file(&probe);
 
     let addr = SocketAddr::new(config.bind_address, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            bail!("cannot listen on {addr}: the port is already in use (choose another with --https-listen-port)")
+            bail!(
+                "cannot listen on {addr}: the port is already in use (choose another with --https-listen-port)"
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
     };
@@ -107,7 +116,11 @@ pub async fn start(config: Config, shutdown: tokio::sync::watch::Receiver<bool>)
     let db = config.data_dir.join("state.db");
     let store = store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store: store::SharedStore = Arc::new(store);
-    store::spawn_compactor(store.clone(), config.compaction_interval, config.compaction_keep);
+    store::spawn_compactor(
+        store.clone(),
+        config.compaction_interval,
+        config.compaction_keep,
+    );
 
     let pki = pki::Pki::load_or_create(&config.data_dir, IpAddr::V4(alloc::KUBERNETES_SERVICE_IP))?;
     let host = primary_address();
@@ -116,17 +129,27 @@ pub async fn start(config: Config, shutdown: tokio::sync::watch::Receiver<bool>)
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)?;
 
-    let state = Arc::new(ApiState::new(store, pki.admin_token.clone(), format!("{host}:{port}")));
+    let state = Arc::new(ApiState::new(
+        store,
+        pki.admin_token.clone(),
+        format!("{host}:{port}"),
+    ));
     bootstrap::run(&state, &host.to_string(), port)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
 
-    let app = axum::Router::new().fallback(handler::handle).with_state(state);
+    let app = axum::Router::new()
+        .fallback(handler::handle)
+        .with_state(state);
     let tls = serve::tls_config(&pki.serving_cert_pem, &pki.serving_key_pem)?;
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
     let serving = tokio::spawn(async move {
         serve::serve(listener, tls, app, shutdown).await;
         tracing::info!("API server stopped");
     });
-    Ok(Running { url, kubeconfig, serving })
+    Ok(Running {
+        url,
+        kubeconfig,
+        serving,
+    })
 }

@@ -20,12 +20,20 @@ pub mod serviceaccount;
 pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
-    spawn(&mut tasks, "serviceaccount", serviceaccount::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "serviceaccount",
+        serviceaccount::run(client.clone()),
+    );
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
 }
 
-fn spawn(tasks: &mut tokio::task::JoinSet<()>, name: &'static str, controller: impl Future<Output = ()> + Send + 'static) {
+fn spawn(
+    tasks: &mut tokio::task::JoinSet<()>,
+    name: &'static str,
+    controller: impl Future<Output = ()> + Send + 'static,
+) {
     tasks.spawn(async move {
         tracing::info!(controller = name, "controller started");
         controller.await;

@@ -48,14 +48,21 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
         tracing::debug!(namespace = %name, remaining, "waiting for namespace contents to go");
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let has_finalizer = ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|x| x == FINALIZER));
+    let has_finalizer = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER));
     if has_finalizer {
         let mut finalized = (*ns).clone();
         if let Some(f) = finalized.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
             f.retain(|x| x != FINALIZER);
         }
         let api: Api<Namespace> = Api::all(ctx.client.clone());
-        match api.replace_subresource("finalize", &name, &PostParams::default(), &finalized).await {
+        match api
+            .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
+            .await
+        {
             Ok(_) => tracing::info!(namespace = %name, "namespace finalized"),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),
@@ -78,7 +85,10 @@ async fn delete_contents(client: &Client, ns: &str) -> Result<usize, kube::Error
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match api.delete(&obj.name_any(), &DeleteParams::background()).await {
+            match api
+                .delete(&obj.name_any(), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => {

@@ -20,10 +20,19 @@ pub async fn run(client: Client) {
     let accounts: Api<ServiceAccount> = Api::all(client.clone());
     Controller::new(namespaces, watcher::Config::default())
         // A deleted default account is recreated: map it back to its namespace.
-        .watches(accounts, watcher::Config::default().fields("metadata.name=default"), |sa| {
-            sa.namespace().map(|ns| kube::runtime::reflector::ObjectRef::new(&ns))
-        })
-        .run(reconcile, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client }))
+        .watches(
+            accounts,
+            watcher::Config::default().fields("metadata.name=default"),
+            |sa| {
+                sa.namespace()
+                    .map(|ns| kube::runtime::reflector::ObjectRef::new(&ns))
+            },
+        )
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(Ctx { client }),
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -34,7 +43,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
     }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns.name_any());
     let sa = ServiceAccount {
-        metadata: ObjectMeta { name: Some("default".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     match api.create(&PostParams::default(), &sa).await {

@@ -95,10 +95,14 @@ fn server(args: ServerArgs) -> ExitCode {
 
 /// The whole single-node control plane: the API server, then the components that are its
 /// clients (they connect through the admin kubeconfig, as any client would).
-async fn run_server(config: apiserver::Config, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn run_server(
+    config: apiserver::Config,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let running = apiserver::start(config, shutdown.clone()).await?;
     let kubeconfig = kube::config::Kubeconfig::read_from(&running.kubeconfig)?;
-    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(client_config)?;
     let controllers = tokio::spawn(controllers::run(client, shutdown));
     running.serving.await?;

@@ -316,8 +316,6 @@ fn get_watch_sees_added_modified_deleted() {
             "default",
             "-w",
             "--output-watch-events",
-            "-o",
-            "name",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -327,7 +325,15 @@ fn get_watch_sees_added_modified_deleted() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+            // Table rows: EVENT NAME DATA AGE (the header is skipped).
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.first() == Some(&"EVENT") || cols.len() < 2 {
+                continue;
+            }
+            if tx
+                .send(format!("{} configmap/{}", cols[0], cols[1]))
+                .is_err()
+            {
                 break;
             }
         }

@@ -13,16 +13,18 @@ impl Behavior for Namespace {
         "create", "delete", "get", "list", "patch", "update", "watch",
     ];
 
+    /// A new namespace gets the `kubernetes` finalizer, which the namespace controller removes
+    /// (through `finalize`) once the namespace is empty. Not a default: finalizing must stick.
     fn prepare_for_create(&mut self) {
         self.status = None;
-    }
-
-    fn apply_defaults(&mut self) {
         let spec = self.spec.get_or_insert_with(NamespaceSpec::default);
         let finalizers = spec.finalizers.get_or_insert_with(Vec::new);
         if !finalizers.iter().any(|f| f == "kubernetes") {
             finalizers.push("kubernetes".into());
         }
+    }
+
+    fn apply_defaults(&mut self) {
         let status = self.status.get_or_insert_with(NamespaceStatus::default);
         status.phase.get_or_insert_with(|| "Active".into());
     }
