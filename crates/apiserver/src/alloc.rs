@@ -311,10 +311,11 @@ impl ApiState {
             let omitted = new["spec"][field].is_null()
                 || new["spec"][field] == ""
                 || new["spec"][field] == json!([]);
-            if omitted && new["spec"]["type"] != "ExternalName" {
-                if let Some(v) = old["spec"].get(field) {
-                    new["spec"][field] = v.clone();
-                }
+            if omitted
+                && new["spec"]["type"] != "ExternalName"
+                && let Some(v) = old["spec"].get(field)
+            {
+                new["spec"][field] = v.clone();
             }
         }
     }
