@@ -12,6 +12,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+python3 -c 'import kubernetes' 2>/dev/null || {
+  echo "==> installing the official kubernetes Python client (tests use it)"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes; }
 command -v kubectl >/dev/null || { echo "kubectl is required (the stock kubectl v1.32 is expected at /usr/bin/kubectl)" >&2; exit 1; }
 command -v cargo-nextest >/dev/null || cargo nextest --version >/dev/null 2>&1 || {
   echo "==> installing cargo-nextest"; cargo install --locked cargo-nextest >/dev/null; }
