@@ -49,6 +49,11 @@ pub trait Behavior:
         "watch",
     ];
 
+    /// Whether tables start with the NAME column (added by the generic layer). Kinds that
+    /// print NAME elsewhere (events: a wide column at the end) set this to false and place it
+    /// in their own columns and cells.
+    const NAME_COLUMN: bool = true;
+
     /// Fills in defaults, as upstream's defaulting does (called on every create and update).
     fn apply_defaults(&mut self) {}
 
@@ -90,6 +95,8 @@ pub trait Strategy: Send + Sync {
     fn apply_defaults(&self, obj: &mut Value) -> Result<(), ApiError>;
     /// Validation causes for the object (`old` on update).
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldCause>;
+    /// Whether the table starts with NAME.
+    fn name_column(&self) -> bool;
     /// Table columns after NAME.
     fn columns(&self) -> Vec<Column>;
     /// Table cells after NAME.
@@ -151,6 +158,10 @@ impl<T: Behavior> Strategy for Typed<T> {
         };
         let old = old.and_then(|o| typed::<T>(o).ok());
         t.validate(old.as_ref())
+    }
+
+    fn name_column(&self) -> bool {
+        T::NAME_COLUMN
     }
 
     fn columns(&self) -> Vec<Column> {

@@ -37,7 +37,10 @@ pub fn wants_table(accept: &str) -> bool {
 
 /// One row for `obj`.
 pub fn row(res: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
-    let mut cells = vec![Value::String(crate::objects::name(obj).to_string())];
+    let mut cells = vec![];
+    if res.strategy.name_column() {
+        cells.push(Value::String(crate::objects::name(obj).to_string()));
+    }
     cells.extend(res.strategy.cells(obj));
     let object = match include {
         IncludeObject::None => Value::Null,

@@ -67,8 +67,13 @@ impl Behavior for Event {
         causes
     }
 
+    // Upstream prints NAME last, and only with -o wide.
+    const NAME_COLUMN: bool = false;
+
     fn columns() -> Vec<Column> {
-        EventRow::columns()
+        let mut columns = EventRow::columns();
+        columns.push(Column { priority: 1, ..Column::name() });
+        columns
     }
 
     fn cells(&self) -> Vec<Value> {
@@ -97,6 +102,9 @@ impl Behavior for Event {
             ),
         }
         .cells()
+        .into_iter()
+        .chain([Value::String(self.metadata.name.clone().unwrap_or_default())])
+        .collect()
     }
 
     fn field(&self, label: &str) -> Option<String> {
