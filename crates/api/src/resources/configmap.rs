@@ -12,7 +12,11 @@ impl Behavior for ConfigMap {
 
     fn validate(&self, old: Option<&Self>) -> Vec<FieldCause> {
         let mut causes = vec![];
-        let keys = self.data.iter().flat_map(|d| d.keys()).chain(self.binary_data.iter().flat_map(|d| d.keys()));
+        let keys = self
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .chain(self.binary_data.iter().flat_map(|d| d.keys()));
         for key in keys {
             if !crate::resources::validation::is_config_map_key(key) {
                 causes.push(FieldCause::invalid(
@@ -22,20 +26,28 @@ impl Behavior for ConfigMap {
                 ));
             }
         }
-        if let Some(old) = old {
-            if old.immutable == Some(true) && (old.data != self.data || old.binary_data != self.binary_data) {
-                causes.push(FieldCause::forbidden("data", "field is immutable when `immutable` is set"));
-            }
+        if let Some(old) = old
+            && old.immutable == Some(true)
+            && (old.data != self.data || old.binary_data != self.binary_data)
+        {
+            causes.push(FieldCause::forbidden(
+                "data",
+                "field is immutable when `immutable` is set",
+            ));
         }
         causes
     }
 
     fn columns() -> Vec<Column> {
-        vec![Column::new("Data", "string", "Data contains the configuration data."), Column::age()]
+        vec![
+            Column::new("Data", "string", "Data contains the configuration data."),
+            Column::age(),
+        ]
     }
 
     fn cells(&self) -> Vec<Value> {
-        let n = self.data.as_ref().map_or(0, |d| d.len()) + self.binary_data.as_ref().map_or(0, |d| d.len());
+        let n = self.data.as_ref().map_or(0, |d| d.len())
+            + self.binary_data.as_ref().map_or(0, |d| d.len());
         vec![Value::from(n), age_cell(&self.metadata)]
     }
 }

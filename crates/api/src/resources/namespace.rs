@@ -9,7 +9,9 @@ use crate::table::{Column, age_cell};
 impl Behavior for Namespace {
     const SHORT_NAMES: &'static [&'static str] = &["ns"];
     const SUBRESOURCES: &'static [&'static str] = &["status", "finalize"];
-    const VERBS: &'static [&'static str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+    const VERBS: &'static [&'static str] = &[
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
 
     fn prepare_for_create(&mut self) {
         self.status = None;
@@ -26,17 +28,29 @@ impl Behavior for Namespace {
     }
 
     fn columns() -> Vec<Column> {
-        vec![Column::new("Status", "string", "The status of the namespace"), Column::age()]
+        vec![
+            Column::new("Status", "string", "The status of the namespace"),
+            Column::age(),
+        ]
     }
 
     fn cells(&self) -> Vec<Value> {
-        let phase = self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
         vec![Value::String(phase), age_cell(&self.metadata)]
     }
 
     fn field(&self, label: &str) -> Option<String> {
         match label {
-            "status.phase" => Some(self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()),
+            "status.phase" => Some(
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default(),
+            ),
             _ => None,
         }
     }

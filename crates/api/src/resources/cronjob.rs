@@ -1,0 +1,221 @@
+//! batch/v1 CronJob: upstream's defaults (Allow, not suspended, 3/1 history), schedule and
+//! template validation, and the SCHEDULE/TIMEZONE/SUSPEND/ACTIVE/LAST SCHEDULE table.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec};
+use serde_json::Value;
+
+use crate::error::FieldCause;
+use crate::resources::validation::{self, invalid_raw};
+use crate::resources::{job, podspec, workload};
+use crate::strategy::Behavior;
+use crate::table::{Column, age_cell, human_duration_since};
+
+/// Why a cron schedule does not parse (robfig/cron's standard 5-field syntax and descriptors).
+pub fn schedule_error(schedule: &str) -> Option<String> {
+    if schedule.contains("TZ") {
+        return Some("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
+    }
+    if let Some(d) = schedule.strip_prefix('@') {
+        return match d {
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => None,
+            _ if d.starts_with("every ") => None,
+            _ => Some(format!("unrecognized descriptor: {schedule}")),
+        };
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Some(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
+    }
+    let names = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "sun",
+        "mon", "tue", "wed", "thu", "fri", "sat",
+    ];
+    let bounds = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
+    for (f, (lo, hi)) in fields.iter().zip(bounds) {
+        for part in f.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+            if step.parse::<u32>().map_or(true, |s| s == 0) {
+                return Some(format!(
+                    "failed to parse int from {step}: strconv.Atoi: parsing {step:?}: invalid syntax"
+                ));
+            }
+            if range == "*" || range == "?" {
+                continue;
+            }
+            for n in range.split('-') {
+                let ok = names.contains(&n.to_ascii_lowercase().as_str())
+                    || n.parse::<u32>().is_ok_and(|v| (lo..=hi).contains(&v));
+                if !ok {
+                    return Some(format!(
+                        "failed to parse int from {n}: strconv.Atoi: parsing {n:?}: invalid syntax"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+impl Behavior for CronJob {
+    const SHORT_NAMES: &'static [&'static str] = &["cj"];
+    const CATEGORIES: &'static [&'static str] = &["all"];
+    const SUBRESOURCES: &'static [&'static str] = &["status"];
+
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(CronJobSpec::default);
+        spec.concurrency_policy
+            .get_or_insert_with(|| "Allow".into());
+        spec.suspend.get_or_insert(false);
+        spec.successful_jobs_history_limit.get_or_insert(3);
+        spec.failed_jobs_history_limit.get_or_insert(1);
+        if let Some(js) = &mut spec.job_template.spec {
+            podspec::default_template(&mut js.template);
+        }
+    }
+
+    fn prepare_for_create(&mut self) {
+        self.status = Some(Default::default());
+    }
+
+    fn validate(&self, _old: Option<&Self>) -> Vec<FieldCause> {
+        let mut causes = vec![];
+        if let Some(name) = self.metadata.name.as_deref().filter(|n| n.len() > 52) {
+            causes.push(FieldCause::invalid(
+                "metadata.name",
+                name,
+                "must be no more than 52 characters",
+            ));
+        }
+        let Some(spec) = &self.spec else {
+            return vec![FieldCause::required("spec")];
+        };
+        if spec.schedule.is_empty() {
+            causes.push(FieldCause::required("spec.schedule"));
+        } else if let Some(e) = schedule_error(&spec.schedule) {
+            causes.push(FieldCause::invalid("spec.schedule", &spec.schedule, &e));
+        }
+        validation::supported(
+            "spec.concurrencyPolicy",
+            spec.concurrency_policy.as_deref(),
+            &["Allow", "Forbid", "Replace"],
+            &mut causes,
+        );
+        validation::non_negative(
+            "spec.startingDeadlineSeconds",
+            spec.starting_deadline_seconds,
+            &mut causes,
+        );
+        for (n, v) in [
+            (
+                "successfulJobsHistoryLimit",
+                spec.successful_jobs_history_limit,
+            ),
+            ("failedJobsHistoryLimit", spec.failed_jobs_history_limit),
+        ] {
+            validation::non_negative(&format!("spec.{n}"), v.map(i64::from), &mut causes);
+        }
+        match &spec.job_template.spec {
+            Some(js) => causes.extend(job::validate_job_spec(js, "spec.jobTemplate.spec", false)),
+            None => causes.push(FieldCause::required(
+                "spec.jobTemplate.spec.template.spec.containers",
+            )),
+        }
+        if let Some(tz) = spec
+            .time_zone
+            .as_deref()
+            .filter(|tz| tz.is_empty() || tz.contains(' '))
+        {
+            causes.push(invalid_raw(
+                "spec.timeZone",
+                format!("{tz:?}"),
+                "unknown time zone",
+            ));
+        }
+        causes
+    }
+
+    fn columns() -> Vec<Column> {
+        let [c, i] = workload::container_columns();
+        vec![
+            Column::new(
+                "Schedule",
+                "string",
+                "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+            ),
+            Column::new(
+                "Timezone",
+                "string",
+                "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones",
+            ),
+            Column::new(
+                "Suspend",
+                "boolean",
+                "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.",
+            ),
+            Column::new(
+                "Active",
+                "integer",
+                "A list of pointers to currently running jobs.",
+            ),
+            Column::new(
+                "Last Schedule",
+                "string",
+                "Information when was the last time the job was successfully scheduled.",
+            ),
+            Column::age(),
+            c,
+            i,
+            workload::selector_column(
+                "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors",
+            ),
+        ]
+    }
+
+    fn cells(&self) -> Vec<Value> {
+        let spec = self.spec.as_ref();
+        let st = self.status.clone().unwrap_or_default();
+        let js = spec.and_then(|s| s.job_template.spec.as_ref());
+        let suspend = match spec.and_then(|s| s.suspend) {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "<unset>",
+        };
+        let [c, i] = workload::container_values(js.map(|j| &j.template));
+        vec![
+            Value::String(spec.map(|s| s.schedule.clone()).unwrap_or_default()),
+            Value::String(
+                spec.and_then(|s| s.time_zone.clone())
+                    .unwrap_or_else(|| "<none>".into()),
+            ),
+            Value::String(suspend.into()),
+            Value::from(st.active.map_or(0, |a| a.len())),
+            Value::String(
+                st.last_schedule_time
+                    .map_or_else(|| "<none>".into(), |t| human_duration_since(t.0)),
+            ),
+            age_cell(&self.metadata),
+            c,
+            i,
+            workload::selector_value(js.and_then(|j| j.selector.as_ref())),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(schedule_error("*/5 * * * *"), None);
+        assert_eq!(schedule_error("0 0 * * mon-fri"), None);
+        assert_eq!(schedule_error("@hourly"), None);
+        assert!(schedule_error("* * *").is_some());
+        assert!(schedule_error("61 * * * *").is_some());
+        assert!(schedule_error("CRON_TZ=UTC * * * * *").is_some());
+    }
+}
