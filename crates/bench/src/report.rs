@@ -85,8 +85,8 @@ const PREAMBLE: &str = "# Benchmarks\n\n\
 Measured by `corten-bench` (crates/bench). One command installs what is missing (etcd 3.4 \
 from Debian, protoc), builds the release binaries and runs everything:\n\n    scripts/bench.sh\n\n\
 Each run appends a dated section below (a second run on the same day replaces that day's \
-section). See the section \"Method\" in `crates/bench/src/main.rs` docs for what each number \
-means; every number is measured in that run, on that machine.\n";
+section). What each number means is in the module docs of `crates/bench/src/main.rs`; \
+every number is measured in that run, on that machine.\n";
 
 /// Inserts `section` (markdown starting with `## heading`) into the file at `path`: replaces the
 /// section with the same heading line if there is one, else appends it.
