@@ -6,6 +6,8 @@ use std::sync::Arc;
 use api::selector::{FieldSelector, LabelSelector};
 use api::{ApiError, ResourceInfo};
 use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use store::RangeRequest;
 
@@ -94,6 +96,39 @@ pub fn prefix(res: &ResourceInfo, ns: Option<&str>) -> String {
     }
 }
 
+/// Where a list starts: the revision to read at (None: latest) and the key to continue after.
+fn start_position(query: &Query, prefix: &str) -> Result<(Option<i64>, Option<String>), ApiError> {
+    let (mut revision, after) = match query.non_empty("continue") {
+        Some(token) => {
+            let c = decode_continue(token)?;
+            if !c.start.starts_with(&prefix) {
+                return Err(ApiError::bad_request("invalid continue token"));
+            }
+            (Some(c.rv), Some(c.start))
+        }
+        None => (None, None),
+    };
+    if revision.is_none() {
+        match (
+            query.non_empty("resourceVersion"),
+            query.get("resourceVersionMatch"),
+        ) {
+            (Some(rv), Some("Exact")) => {
+                revision = Some(rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?)
+            }
+            (Some(rv), _) if rv != "0" && rv.parse::<i64>().is_err() => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid resourceVersion {rv:?}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok((revision, after))
+}
+
 /// A page of matching objects.
 pub struct Page {
     /// The objects, with resourceVersions.
@@ -117,34 +152,7 @@ impl ApiState {
         let filter = Filter::from_query(res, query)?;
         let limit = query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
         let prefix = prefix(res, ns);
-        let (mut revision, mut after) = match query.non_empty("continue") {
-            Some(token) => {
-                let c = decode_continue(token)?;
-                if !c.start.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("invalid continue token"));
-                }
-                (Some(c.rv), Some(c.start))
-            }
-            None => (None, None),
-        };
-        if revision.is_none() {
-            match (
-                query.non_empty("resourceVersion"),
-                query.get("resourceVersionMatch"),
-            ) {
-                (Some(rv), Some("Exact")) => {
-                    revision = Some(rv.parse().map_err(|_| {
-                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                    })?)
-                }
-                (Some(rv), _) if rv != "0" && rv.parse::<i64>().is_err() => {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid resourceVersion {rv:?}"
-                    )));
-                }
-                _ => {}
-            }
-        }
+        let (mut revision, mut after) = start_position(query, &prefix)?;
         let mut items = vec![];
         let batch = limit.map_or(1000, |l| l.max(100));
         loop {
@@ -204,6 +212,115 @@ impl ApiState {
     ) -> Result<Value, ApiError> {
         let page = self.list_page(res, ns, query).await?;
         Ok(list_object(res, page))
+    }
+}
+
+/// Objects read from the store per chunk of a streamed list.
+const STREAM_BATCH: usize = 1000;
+
+struct Streamer {
+    state: Arc<ApiState>,
+    res: Arc<ResourceInfo>,
+    filter: Filter,
+    prefix: String,
+    revision: Option<i64>,
+    after: Option<String>,
+    started: bool,
+    wrote_item: bool,
+    done: bool,
+}
+
+impl Streamer {
+    /// Reads the next batch and renders it; the last chunk closes the list.
+    async fn next_chunk(&mut self) -> Result<Bytes, ApiError> {
+        let resp = self
+            .state
+            .store
+            .range(RangeRequest {
+                prefix: self.prefix.clone(),
+                after_key: self.after.clone(),
+                limit: Some(STREAM_BATCH),
+                revision: self.revision,
+            })
+            .await
+            .map_err(|e| objects::store_error(e, self.res.group, self.res.plural, ""))?;
+        let mut out = Vec::with_capacity(resp.kvs.iter().map(|kv| kv.value.len() + 40).sum());
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(
+                format!(
+                    "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"items\":[",
+                    self.res.kind, self.res.api_version
+                )
+                .as_bytes(),
+            );
+        }
+        self.revision = Some(resp.revision);
+        for kv in &resp.kvs {
+            self.after = Some(kv.key.clone());
+            if !self.filter.is_everything() && !self.filter.matches(&objects::decode(kv)?)? {
+                continue;
+            }
+            if self.wrote_item {
+                out.push(b',');
+            }
+            objects::decode_raw(kv, &mut out)?;
+            self.wrote_item = true;
+        }
+        if resp.remaining == 0 || resp.kvs.is_empty() {
+            out.extend_from_slice(
+                format!(
+                    "],\"metadata\":{{\"resourceVersion\":\"{}\"}}}}",
+                    resp.revision
+                )
+                .as_bytes(),
+            );
+            self.done = true;
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+impl ApiState {
+    /// An unpaginated LIST streamed in chunks straight from the store's bytes, so that memory
+    /// stays bounded by a chunk however many objects there are. The first chunk is read before
+    /// returning, so that bad requests still get a proper error status.
+    pub async fn list_stream(
+        self: &Arc<Self>,
+        res: &Arc<ResourceInfo>,
+        ns: Option<&str>,
+        query: &Query,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, ApiError>
+    {
+        let filter = Filter::from_query(res, query)?;
+        let prefix = prefix(res, ns);
+        let (revision, after) = start_position(query, &prefix)?;
+        let mut streamer = Streamer {
+            state: self.clone(),
+            res: res.clone(),
+            filter,
+            prefix,
+            revision,
+            after,
+            started: false,
+            wrote_item: false,
+            done: false,
+        };
+        let first = streamer.next_chunk().await?;
+        let rest = futures::stream::unfold(streamer, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            match s.next_chunk().await {
+                Ok(chunk) => Some((Ok(chunk), s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "list stream failed midway");
+                    s.done = true;
+                    Some((Err(std::io::Error::other(e.message)), s))
+                }
+            }
+        });
+        Ok(futures::stream::once(async move { Ok(first) }).chain(rest))
     }
 }
 

@@ -57,6 +57,52 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// The API form of a stored object as JSON bytes, without building a tree of the whole object:
+/// only the top level is split (into raw values) and `metadata` is parsed to set
+/// `resourceVersion`. Used where many objects stream out (lists).
+pub fn decode_raw(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
+    use serde_json::value::RawValue;
+    let unreadable = |e: serde_json::Error| {
+        ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key))
+    };
+    let top: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_slice(&kv.value).map_err(unreadable)?;
+    let mut meta: Map<String, Value> = match top.get("metadata") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(unreadable)?,
+        None => Map::new(),
+    };
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_revision.to_string()),
+    );
+    out.push(b'{');
+    let mut first = true;
+    let mut wrote_meta = false;
+    for (k, v) in &top {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, k).map_err(ApiError::internal)?;
+        out.push(b':');
+        if k == "metadata" {
+            serde_json::to_writer(&mut *out, &meta).map_err(ApiError::internal)?;
+            wrote_meta = true;
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    if !wrote_meta {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"metadata\":");
+        serde_json::to_writer(&mut *out, &meta).map_err(ApiError::internal)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 /// Sets `metadata.resourceVersion`.
 pub fn set_resource_version(obj: &mut Value, rev: i64) {
     meta_mut(obj).insert("resourceVersion".into(), Value::String(rev.to_string()));
@@ -105,5 +151,31 @@ pub fn store_error(e: store::Error, group: &str, plural: &str, name: &str) -> Ap
             "Too large resource version: {requested}, current: {current}"
         )),
         other => ApiError::internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_decoding_matches_tree_decoding() {
+        for value in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"x": "y"}}, "data": {"k": "\"metadata\":{"}}),
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "data": {"metadata": {"name": "inner"}}, "metadata": {"name": "r"}, "revision": 1}),
+            json!({"kind": "X"}),
+        ] {
+            let kv = KeyValue {
+                key: "/k".into(),
+                value: Bytes::from(serde_json::to_vec(&value).unwrap()),
+                create_revision: 3,
+                mod_revision: 7,
+            };
+            let mut raw = vec![];
+            decode_raw(&kv, &mut raw).unwrap();
+            let parsed: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(parsed, decode(&kv).unwrap());
+            assert_eq!(parsed["metadata"]["resourceVersion"], "7");
+        }
     }
 }

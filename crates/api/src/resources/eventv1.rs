@@ -72,7 +72,10 @@ impl Behavior for Event {
 
     fn columns() -> Vec<Column> {
         let mut columns = EventRow::columns();
-        columns.push(Column { priority: 1, ..Column::name() });
+        columns.push(Column {
+            priority: 1,
+            ..Column::name()
+        });
         columns
     }
 
@@ -103,7 +106,9 @@ impl Behavior for Event {
         }
         .cells()
         .into_iter()
-        .chain([Value::String(self.metadata.name.clone().unwrap_or_default())])
+        .chain([Value::String(
+            self.metadata.name.clone().unwrap_or_default(),
+        )])
         .collect()
     }
 

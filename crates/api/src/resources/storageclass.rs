@@ -99,12 +99,19 @@ impl Behavior for StorageClass {
     fn cells(&self) -> Vec<Value> {
         let name = self.metadata.name.clone().unwrap_or_default();
         let is_default = self.metadata.annotations.as_ref().is_some_and(|a| {
-            ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
-                .iter()
-                .any(|k| a.get(*k).is_some_and(|v| v == "true"))
+            [
+                "storageclass.kubernetes.io/is-default-class",
+                "storageclass.beta.kubernetes.io/is-default-class",
+            ]
+            .iter()
+            .any(|k| a.get(*k).is_some_and(|v| v == "true"))
         });
         vec![
-            Value::String(if is_default { format!("{name} (default)") } else { name }),
+            Value::String(if is_default {
+                format!("{name} (default)")
+            } else {
+                name
+            }),
             Value::String(self.provisioner.clone()),
             Value::String(
                 self.reclaim_policy
