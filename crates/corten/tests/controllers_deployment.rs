@@ -5,8 +5,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,11 @@ impl FakeKubelet {
             "containerStatuses": containers,
         }});
         let _ = api
-            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await;
     }
 }
@@ -259,7 +263,12 @@ fn replicaset_keeps_its_pods() {
     assert_eq!(pods.len(), 3);
     let uid = c.get_json(&["get", "rs", "frontend"])["metadata"]["uid"].clone();
     for p in &pods {
-        assert!(p["metadata"]["name"].as_str().unwrap().starts_with("frontend-"));
+        assert!(
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("frontend-")
+        );
         let owner = &p["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "ReplicaSet");
         assert_eq!(owner["uid"], uid);
@@ -306,5 +315,228 @@ fn replicaset_keeps_its_pods() {
             .as_array()
             .is_none_or(|a| a.is_empty())
             && pods_of(&c, "tier=frontend").len() == 1
+    });
+}
+
+fn deployment(name: &str, replicas: i32, strategy: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  strategy:
+    type: {strategy}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: app
+        image: {image}
+"
+    )
+}
+
+fn rollout_status(c: &Cluster, name: &str) -> String {
+    c.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=60s",
+    ])
+}
+
+fn condition(d: &Value, kind: &str) -> Value {
+    d["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn image_of(d: &Value) -> String {
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn deployment_rolls_out_within_surge_and_unavailability_and_rolls_back() {
+    let c = Cluster::start();
+    let _kubelet = FakeKubelet::start(&c);
+    c.apply(&deployment("web", 4, "RollingUpdate", "nginx:1"));
+    let out = rollout_status(&c, "web");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let d = c.get_json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["availableReplicas"], 4);
+    assert_eq!(d["status"]["updatedReplicas"], 4);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        condition(&d, "Available")["reason"],
+        "MinimumReplicasAvailable"
+    );
+    assert_eq!(
+        condition(&d, "Progressing")["reason"],
+        "NewReplicaSetAvailable"
+    );
+    let rs = c.get_json(&["get", "rs", "-l", "app=web"]);
+    let first = &rs["items"][0];
+    let hash = first["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap();
+    assert_eq!(first["metadata"]["name"], format!("web-{hash}"));
+    assert_eq!(
+        first["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash
+    );
+
+    // Roll to a new image: 25% of 4 is maxSurge 1 and maxUnavailable 1.
+    let watch = PodWatch::start(&c, "app=web");
+    c.kubectl(&["set", "image", "deployment/web", "app=nginx:2"]);
+    let out = rollout_status(&c, "web");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    eventually("old pods gone", 30, || {
+        pods_of(&c, "app=web")
+            .iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2")
+    });
+    let snaps = watch.finish();
+    assert!(
+        snaps.iter().any(|s| s.images.contains("nginx:2")),
+        "{snaps:?}"
+    );
+    let most = snaps.iter().map(|s| s.total).max().unwrap_or(0);
+    let fewest_ready = snaps.iter().map(|s| s.ready).min().unwrap_or(0);
+    assert!(most <= 5, "more than replicas + maxSurge pods: {snaps:?}");
+    assert!(
+        fewest_ready >= 3,
+        "fewer than replicas - maxUnavailable ready: {snaps:?}"
+    );
+
+    let history = c.kubectl(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+
+    // Undo returns to the first template, which becomes revision 3.
+    c.kubectl(&["rollout", "undo", "deployment/web"]);
+    let out = rollout_status(&c, "web");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let d = c.get_json(&["get", "deployment", "web"]);
+    assert_eq!(image_of(&d), "nginx:1");
+    eventually("revision 3 on the deployment", 20, || {
+        c.get_json(&["get", "deployment", "web"])["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            == "3"
+    });
+    let sets = c.get_json(&["get", "rs", "-l", "app=web"]);
+    let items = sets["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let back = items
+        .iter()
+        .find(|r| r["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1")
+        .unwrap();
+    assert_eq!(back["metadata"]["name"], first["metadata"]["name"]);
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    eventually("all pods back on nginx:1", 30, || {
+        let pods = pods_of(&c, "app=web");
+        pods.len() == 4
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1")
+    });
+}
+
+#[test]
+fn recreate_removes_old_pods_before_new_ones_start() {
+    let c = Cluster::start();
+    let _kubelet = FakeKubelet::start(&c);
+    c.apply(&deployment("batch", 3, "Recreate", "busybox:1"));
+    rollout_status(&c, "batch");
+    let watch = PodWatch::start(&c, "app=batch");
+    c.kubectl(&["set", "image", "deployment/batch", "app=busybox:2"]);
+    let out = rollout_status(&c, "batch");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let snaps = watch.finish();
+    assert!(
+        snaps.iter().all(|s| s.images.len() <= 1),
+        "old and new pods at once: {snaps:?}"
+    );
+    assert!(
+        snaps.iter().any(|s| s.total == 0),
+        "old pods never all gone: {snaps:?}"
+    );
+    let sets = c.get_json(&["get", "rs", "-l", "app=batch"]);
+    let replicas: BTreeSet<i64> = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spec"]["replicas"].as_i64().unwrap())
+        .collect();
+    assert_eq!(replicas, BTreeSet::from([0, 3]));
+}
+
+#[test]
+fn paused_deployment_waits_for_resume_and_old_revisions_are_cleaned_up() {
+    let c = Cluster::start();
+    let _kubelet = FakeKubelet::start(&c);
+    c.apply(&deployment("api", 2, "RollingUpdate", "app:1"));
+    rollout_status(&c, "api");
+    c.kubectl(&[
+        "patch",
+        "deployment",
+        "api",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":1}}"#,
+    ]);
+    c.kubectl(&["rollout", "pause", "deployment/api"]);
+    c.kubectl(&["set", "image", "deployment/api", "app=app:2"]);
+    eventually("paused change observed", 20, || {
+        let d = c.get_json(&["get", "deployment", "api"]);
+        d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && condition(&d, "Progressing")["reason"] == "DeploymentPaused"
+    });
+    // Nothing rolls while paused.
+    std::thread::sleep(Duration::from_secs(1));
+    let sets = c.get_json(&["get", "rs", "-l", "app=api"]);
+    assert_eq!(sets["items"].as_array().unwrap().len(), 1);
+
+    c.kubectl(&["rollout", "resume", "deployment/api"]);
+    let out = rollout_status(&c, "api");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    c.kubectl(&["set", "image", "deployment/api", "app=app:3"]);
+    rollout_status(&c, "api");
+    // revisionHistoryLimit 1: the new ReplicaSet and one old one remain.
+    eventually("oldest replica set deleted", 20, || {
+        let sets = c.get_json(&["get", "rs", "-l", "app=api"]);
+        let revs: BTreeSet<String> = sets["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| {
+                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        revs == BTreeSet::from(["2".to_string(), "3".to_string()])
     });
 }

@@ -46,7 +46,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
             h = h.wrapping_mul(PRIME);
         }
     };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
+    feed(&serde_json::to_vec(&canonical(template)).unwrap_or_default());
     if let Some(c) = collision_count {
         let mut bytes = [0u8; 8];
         bytes[..4].copy_from_slice(&c.to_le_bytes());
@@ -58,6 +58,34 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
         .collect()
 }
 
+/// A template as JSON with empty objects, empty lists and nulls removed, so that templates
+/// equal in upstream's semantic sense (where an empty struct or list equals an absent one, as
+/// `"resources": {}` written back by `kubectl rollout undo`) compare and hash equal.
+fn canonical(template: &PodTemplateSpec) -> serde_json::Value {
+    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Null => None,
+            Value::Object(m) => {
+                let m: serde_json::Map<_, _> = m
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, prune(v)?)))
+                    .collect();
+                (!m.is_empty()).then_some(Value::Object(m))
+            }
+            Value::Array(a) => {
+                let a: Vec<_> = a
+                    .into_iter()
+                    .map(|v| prune(v).unwrap_or(Value::Object(Default::default())))
+                    .collect();
+                (!a.is_empty()).then_some(Value::Array(a))
+            }
+            other => Some(other),
+        }
+    }
+    prune(serde_json::to_value(template).unwrap_or_default()).unwrap_or_default()
+}
+
 /// Whether two templates are equal once the pod-template-hash label is removed from both.
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     let strip = |t: &PodTemplateSpec| {
@@ -65,7 +93,7 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
         if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             labels.remove(POD_TEMPLATE_HASH);
         }
-        serde_json::to_value(t).unwrap_or_default()
+        canonical(&t)
     };
     strip(a) == strip(b)
 }
@@ -341,6 +369,26 @@ mod tests {
         }
         assert!(equal_ignore_hash(&t, &hashed));
         assert!(!equal_ignore_hash(&t, &other));
+    }
+
+    #[test]
+    fn empty_structs_equal_absent_ones() {
+        use k8s_openapi::api::core::v1::{Container, PodSpec};
+        let with = |resources| PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    resources,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let a = with(None);
+        let b = with(Some(Default::default()));
+        assert!(equal_ignore_hash(&a, &b));
+        assert_eq!(pod_template_hash(&a, None), pod_template_hash(&b, None));
     }
 
     #[test]
