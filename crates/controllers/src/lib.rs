@@ -6,13 +6,20 @@
 //!
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+//! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate).
+//!
+//! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
 use std::future::Future;
 
 use kube::Client;
 use tokio::sync::watch;
 
+pub mod controller_utils;
+pub mod deployment;
 pub mod namespace;
+pub mod replicaset;
 pub mod resources;
 pub mod serviceaccount;
 
@@ -25,6 +32,8 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
         "serviceaccount",
         serviceaccount::run(client.clone()),
     );
+    spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
+    spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
 }

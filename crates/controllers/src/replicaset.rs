@@ -1,0 +1,300 @@
+//! The ReplicaSet controller, after upstream's `pkg/controller/replicaset`: keeps
+//! `spec.replicas` pods matching the selector, created from the pod template.
+//!
+//! Each reconcile reads the ReplicaSet and lists the pods of its namespace from the API server
+//! (quorum reads), so upstream's "expectations" cache, which guards against acting twice on a
+//! stale informer, is not needed: a reconcile always sees the pods earlier reconciles created
+//! or deleted. Then it
+//! - claims pods: adopts orphans that match the selector, releases owned pods that stopped
+//!   matching ([`crate::controller_utils::claim`]);
+//! - creates missing pods in slow-start batches (1, 2, 4, ...; a failed batch stops the rest)
+//!   or deletes surplus ones in upstream's order ([`crate::controller_utils::sort_for_deletion`]),
+//!   at most [`BURST_REPLICAS`] per reconcile;
+//! - writes `status` (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+//!   observedGeneration) through the status subresource.
+//!
+//! Pods that are finished or being deleted do not count. ReplicationControllers are not served
+//! yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::controller_utils::{
+    Selector, claim, controller_ref, is_active, is_available, is_ready, owners_of,
+    pod_from_template, sort_for_deletion, until_available,
+};
+
+/// The most pods one reconcile creates or deletes (upstream's `BurstReplicas`).
+pub const BURST_REPLICAS: i32 = 500;
+
+struct Ctx {
+    client: Client,
+}
+
+fn selector_of(rs: &ReplicaSet) -> Option<&LabelSelector> {
+    rs.spec.as_ref().map(|s| &s.selector)
+}
+
+/// Runs the controller forever.
+pub async fn run(client: Client) {
+    let sets: Api<ReplicaSet> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let controller = Controller::new(sets, watcher::Config::default());
+    let store = controller.store();
+    controller
+        // Owned pods map to their ReplicaSet, orphans to every ReplicaSet that could adopt them.
+        .watches(pods, watcher::Config::default(), move |pod| {
+            owners_of(&store, &pod, selector_of)
+        })
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(Ctx { client }),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "replicaset reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(cached: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    // A fresh read: the cache may lag, and adoption must not race a deletion (upstream's
+    // `canAdopt` recheck).
+    let rs = match sets.get_opt(&name).await? {
+        Some(rs) if rs.metadata.uid == cached.metadata.uid => rs,
+        _ => return Ok(Action::await_change()),
+    };
+    let Some(spec) = rs.spec.as_ref() else {
+        return Ok(Action::await_change());
+    };
+    let selector = Selector::new(&spec.selector);
+    if !selector.is_valid() {
+        tracing::warn!(replicaset = %name, namespace = %ns, "empty or invalid selector, ignoring");
+        return Ok(Action::await_change());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let all = pods.list(&ListParams::default()).await?.items;
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let owned = claim(&pods, &controller_ref(&rs), &selector, all, !deleting).await?;
+    let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
+
+    let managed = if deleting {
+        Ok(())
+    } else {
+        let want = spec.replicas.unwrap_or(1);
+        manage(&pods, &rs, &name, &spec.template, &mut active, want).await
+    };
+
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let now = Timestamp::now();
+    update_status(&sets, &rs, &name, spec.template.as_ref(), &active, now).await?;
+    managed?;
+    // Ready pods become available after minReadySeconds: look again then.
+    let next = active
+        .iter()
+        .filter_map(|p| until_available(p, min_ready, now))
+        .min();
+    Ok(match next {
+        Some(d) if min_ready > 0 => {
+            Action::requeue(Duration::try_from(d).unwrap_or_default() + Duration::from_millis(100))
+        }
+        _ => Action::await_change(),
+    })
+}
+
+/// Creates or deletes pods so that `active` has `want` pods; on return `active` holds the
+/// pods believed to exist.
+async fn manage(
+    pods: &Api<Pod>,
+    rs: &ReplicaSet,
+    name: &str,
+    template: &Option<PodTemplateSpec>,
+    active: &mut Vec<Pod>,
+    want: i32,
+) -> Result<(), kube::Error> {
+    let have = i32::try_from(active.len()).unwrap_or(i32::MAX);
+    if have < want {
+        let Some(template) = template else {
+            return Ok(());
+        };
+        let missing = (want - have).min(BURST_REPLICAS);
+        let pod = pod_from_template(template, name, controller_ref(rs));
+        let created = slow_start(missing, || async {
+            pods.create(&PostParams::default(), &pod).await
+        })
+        .await;
+        let (ok, err) = created;
+        tracing::debug!(replicaset = %name, created = ok.len(), "created pods");
+        active.extend(ok);
+        if let Some(e) = err {
+            return Err(e);
+        }
+    } else if have > want {
+        let surplus = usize::try_from((have - want).min(BURST_REPLICAS)).unwrap_or(0);
+        sort_for_deletion(active);
+        let doomed: Vec<Pod> = active.drain(..surplus).collect();
+        let dp = DeleteParams::background();
+        let results = join_all(
+            doomed
+                .iter()
+                .map(|p| pods.delete(p.metadata.name.as_deref().unwrap_or(""), &dp)),
+        )
+        .await;
+        tracing::debug!(replicaset = %name, deleted = doomed.len(), "deleted pods");
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `create` `count` times in batches of 1, 2, 4, ... (upstream's `slowStartBatch`): a batch
+/// with a failure stops the rest, so a template the API server rejects costs one call, not
+/// `count`. Returns the created objects and the first error.
+pub async fn slow_start<T, F, Fut>(count: i32, create: F) -> (Vec<T>, Option<kube::Error>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut done = Vec::new();
+    let mut remaining = count;
+    let mut batch = 1;
+    while remaining > 0 {
+        let size = batch.min(remaining);
+        let results = join_all((0..size).map(|_| create())).await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(t) => done.push(t),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if first_err.is_some() {
+            return (done, first_err);
+        }
+        remaining -= size;
+        batch *= 2;
+    }
+    (done, None)
+}
+
+/// Writes the ReplicaSet's status if it changed.
+async fn update_status(
+    sets: &Api<ReplicaSet>,
+    rs: &ReplicaSet,
+    name: &str,
+    template: Option<&PodTemplateSpec>,
+    active: &[Pod],
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let min_ready = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    let template_labels = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
+    let replicas = count(&|_| true);
+    let fully_labeled = count(&|p| {
+        let labels = p.labels();
+        template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    });
+    let ready = count(&is_ready);
+    let available = count(&|p| is_available(p, min_ready, now));
+    let generation = rs.metadata.generation.unwrap_or(0);
+    let old = rs.status.clone().unwrap_or_default();
+    if old.replicas == replicas
+        && old.fully_labeled_replicas.unwrap_or(0) == fully_labeled
+        && old.ready_replicas.unwrap_or(0) == ready
+        && old.available_replicas.unwrap_or(0) == available
+        && old.observed_generation.unwrap_or(0) == generation
+    {
+        return Ok(());
+    }
+    let patch = json!({
+        "status": {
+            "replicas": replicas,
+            "fullyLabeledReplicas": fully_labeled,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": generation,
+        }
+    });
+    match sets
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn slow_start_doubles_batches_and_stops_on_failure() {
+        let calls = Mutex::new(0);
+        let (ok, err) = slow_start(10, || async {
+            let mut n = calls
+                .lock()
+                .map_err(|_| kube::Error::LinesCodecMaxLineLengthExceeded)?;
+            *n += 1;
+            Ok::<_, kube::Error>(*n)
+        })
+        .await;
+        assert_eq!(ok.len(), 10);
+        assert!(err.is_none());
+
+        // Fail from the 4th call on: batches 1 and 2 succeed, the batch of 4 fails, nothing more.
+        let calls = Mutex::new(0);
+        let (ok, err) = slow_start(10, || async {
+            let mut n = calls
+                .lock()
+                .map_err(|_| kube::Error::LinesCodecMaxLineLengthExceeded)?;
+            *n += 1;
+            if *n >= 4 {
+                Err(kube::Error::LinesCodecMaxLineLengthExceeded)
+            } else {
+                Ok(*n)
+            }
+        })
+        .await;
+        assert_eq!(ok.len(), 3);
+        assert!(err.is_some());
+        assert_eq!(*calls.lock().unwrap(), 7);
+    }
+}
