@@ -4,6 +4,8 @@
 //! API client built on kube-rs's runtime (watchers, reflectors, `Controller`): none reads the
 //! store, even though `corten server` runs them in the same process as the API server.
 //!
+//! - [`garbagecollector`]: deletes objects whose owners are gone; carries out foreground and
+//!   orphan deletion (the `foregroundDeletion` / `orphan` finalizers).
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 
@@ -12,6 +14,7 @@ use std::future::Future;
 use kube::Client;
 use tokio::sync::watch;
 
+pub mod garbagecollector;
 pub mod namespace;
 pub mod resources;
 pub mod serviceaccount;
@@ -20,6 +23,11 @@ pub mod serviceaccount;
 pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "garbagecollector",
+        garbagecollector::run(client.clone()),
+    );
     spawn(
         &mut tasks,
         "serviceaccount",
