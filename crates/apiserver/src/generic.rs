@@ -2,7 +2,8 @@
 //! upstream's `genericregistry.Store` does it. Per-resource behaviour comes from the
 //! registry's strategy; the order of hooks is fixed here, once:
 //! decode -> metadata -> prepare (create) or spec/status split (update) -> defaults ->
-//! validation -> admission (allocations) -> compare-and-swap write.
+//! validation -> admission (allocations) -> compare-and-swap write. DELETE lives in
+//! [`crate::delete`].
 
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ impl Reply {
 }
 
 /// How many times an unconditional update retries a lost compare-and-swap.
-const MAX_RETRIES: usize = 16;
+pub(crate) const MAX_RETRIES: usize = 16;
 
 /// Decodes a client object through the resource's type and applies the fieldValidation policy.
 fn canonicalize(
@@ -109,7 +110,7 @@ fn validate(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), 
 }
 
 /// Whether an object has finalizers left (for namespaces, `spec.finalizers` count too).
-fn has_finalizers(res: &ResourceInfo, obj: &Value) -> bool {
+pub(crate) fn has_finalizers(res: &ResourceInfo, obj: &Value) -> bool {
     let non_empty = |v: &Value| v.as_array().is_some_and(|f| !f.is_empty());
     non_empty(&obj["metadata"]["finalizers"])
         || (res.group.is_empty()
@@ -494,7 +495,7 @@ impl ApiState {
 
     /// Whether a deleted object still waits for its node agent (a pod bound to a node, deleted
     /// with a grace period).
-    fn waits_for_node(&self, res: &ResourceInfo, obj: &Value) -> bool {
+    pub(crate) fn waits_for_node(&self, res: &ResourceInfo, obj: &Value) -> bool {
         res.group.is_empty()
             && res.plural == "pods"
             && obj["spec"]["nodeName"]
@@ -503,139 +504,5 @@ impl ApiState {
             && obj["metadata"]["deletionGracePeriodSeconds"]
                 .as_i64()
                 .is_some_and(|g| g > 0)
-    }
-
-    /// DELETE of one object, honouring preconditions, finalizers and pod grace periods.
-    pub async fn delete(
-        &self,
-        res: &Arc<ResourceInfo>,
-        ns: Option<&str>,
-        name: &str,
-        options: &Value,
-        query: &Query,
-    ) -> Result<Reply, ApiError> {
-        if res.group.is_empty()
-            && res.plural == "namespaces"
-            && matches!(name, "default" | "kube-system" | "kube-public")
-        {
-            let mut e = ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            ));
-            e.kind = Some("namespaces".into());
-            e.name = Some(name.into());
-            return Err(e);
-        }
-        let dry_run = query.dry_run()?
-            || options["dryRun"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v == "All"));
-        let ns = if res.namespaced { ns } else { None };
-        let key = res.key(ns, name);
-        let grace_query = query.int("gracePeriodSeconds")?;
-        let grace_option = grace_query.or_else(|| options["gracePeriodSeconds"].as_i64());
-        for _ in 0..MAX_RETRIES {
-            let (mut obj, rev) = self.read(res, ns, name).await?;
-            let pre = &options["preconditions"];
-            if let Some(uid) = pre["uid"].as_str()
-                && meta_str(&obj, "uid") != Some(uid)
-            {
-                return Err(ApiError::conflict(
-                    res.group,
-                    res.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&obj, "uid").unwrap_or("")
-                    ),
-                ));
-            }
-            if let Some(want) = pre["resourceVersion"].as_str()
-                && want != rev.to_string()
-            {
-                return Err(ApiError::conflict(
-                    res.group,
-                    res.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
-                    ),
-                ));
-            }
-            let already_deleting = obj["metadata"]
-                .get("deletionTimestamp")
-                .is_some_and(|t| !t.is_null());
-            let has_finalizers = has_finalizers(res, &obj);
-            // Pods bound to a node are deleted gracefully: the node agent stops them first.
-            let pod_grace = if res.group.is_empty()
-                && res.plural == "pods"
-                && obj["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty())
-            {
-                let grace = grace_option
-                    .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30);
-                (grace > 0).then_some(grace)
-            } else {
-                None
-            };
-            if has_finalizers || pod_grace.is_some() {
-                if already_deleting
-                    && pod_grace.is_none_or(|g| {
-                        obj["metadata"]["deletionGracePeriodSeconds"]
-                            .as_i64()
-                            .is_some_and(|cur| cur <= g)
-                    })
-                {
-                    return Ok(Reply::ok(obj));
-                }
-                let grace = pod_grace.unwrap_or(0);
-                {
-                    let meta = meta_mut(&mut obj);
-                    meta.insert(
-                        "deletionTimestamp".into(),
-                        Value::String(objects::now_plus(grace)),
-                    );
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                    meta.remove("resourceVersion");
-                }
-                if res.plural == "namespaces" {
-                    obj["status"]["phase"] = json!("Terminating");
-                }
-                if dry_run {
-                    return Ok(Reply::ok(obj));
-                }
-                match self.store.update(&key, objects::encode(&obj)?, rev).await {
-                    Ok(kv) => {
-                        objects::set_resource_version(&mut obj, kv.mod_revision);
-                        return Ok(Reply {
-                            code: 200,
-                            body: obj,
-                            warnings: vec![],
-                        });
-                    }
-                    Err(store::Error::Conflict { .. }) => continue,
-                    Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
-                }
-            }
-            if dry_run {
-                return Ok(Reply::ok(obj));
-            }
-            match self.store.delete(&key, Some(rev)).await {
-                Ok(kv) => {
-                    self.release(res, &obj).await;
-                    objects::set_resource_version(&mut obj, kv.mod_revision);
-                    return Ok(Reply::ok(obj));
-                }
-                Err(store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
-            }
-        }
-        Err(ApiError::conflict(
-            res.group,
-            res.plural,
-            name,
-            "too many concurrent updates, please retry",
-        ))
     }
 }

@@ -7,6 +7,7 @@
 //! - [`discovery`] and OpenAPI (from `api::openapi`), both derived from the registry;
 //! - [`generic`]: create/update/patch/delete for every resource, with the resource's strategy;
 //!   [`list`] and [`watch`] for reads; [`subresources`] for scale, binding and eviction;
+//!   [`delete`] for DELETE, with [`propagation`] (orphan / foreground / background);
 //!   [`alloc`] for service addresses; [`table`] for kubectl's tables;
 //! - [`bootstrap`]: the namespaces and `kubernetes` service every cluster has;
 //! - [`pki`]: the cluster CA, serving certificate, admin token and kubeconfig.
@@ -23,6 +24,7 @@ use anyhow::{Context, Result, bail};
 pub mod alloc;
 pub mod body;
 pub mod bootstrap;
+pub mod delete;
 pub mod discovery;
 pub mod generic;
 pub mod handler;
@@ -31,6 +33,7 @@ pub mod list;
 pub mod metrics;
 pub mod objects;
 pub mod pki;
+pub mod propagation;
 pub mod request;
 pub mod serve;
 pub mod state;

@@ -4,6 +4,8 @@
 //! API client built on kube-rs's runtime (watchers, reflectors, `Controller`): none reads the
 //! store, even though `corten server` runs them in the same process as the API server.
 //!
+//! - [`garbagecollector`]: deletes objects whose owners are gone; carries out foreground and
+//!   orphan deletion (the `foregroundDeletion` / `orphan` finalizers).
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 //! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 
 pub mod controller_utils;
 pub mod deployment;
+pub mod garbagecollector;
 pub mod namespace;
 pub mod replicaset;
 pub mod resources;
@@ -27,6 +30,11 @@ pub mod serviceaccount;
 pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "garbagecollector",
+        garbagecollector::run(client.clone()),
+    );
     spawn(
         &mut tasks,
         "serviceaccount",
