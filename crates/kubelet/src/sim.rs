@@ -398,7 +398,11 @@ fn exit_code(pod: &Pod) -> Option<i32> {
     if policy != "Never" && policy != "OnFailure" {
         return None;
     }
-    pod.annotations().get(EXIT_CODE_ANNOTATION)?.trim().parse().ok()
+    pod.annotations()
+        .get(EXIT_CODE_ANNOTATION)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn condition(type_: &str, status: &str, reason: Option<&str>, t: &Time) -> PodCondition {
