@@ -33,6 +33,21 @@ impl SimNodes {
         });
         sim
     }
+
+    /// Stops it with SIGTERM; returns whether it exited cleanly.
+    fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
 }
 
 impl Drop for SimNodes {
@@ -71,7 +86,7 @@ fn pod_yaml(name: &str, extra_spec: &str) -> String {
 #[test]
 fn pods_run_on_simulated_nodes() {
     let c = Cluster::start();
-    let _sim = SimNodes::start(&c, 3);
+    let mut sim = SimNodes::start(&c, 3);
     let nodes = c.kubectl(&["get", "nodes", "-o", "wide", "--show-labels"]);
     assert!(nodes.contains("v1.33.0-corten-sim"), "{nodes}");
     assert!(nodes.contains("corten.dev/simulated=true"), "{nodes}");
@@ -114,6 +129,11 @@ fn pods_run_on_simulated_nodes() {
     // Deleting a pod on a sim node removes it for real (the node confirms termination).
     c.kubectl(&["delete", "pod", "web", "--timeout=20s"]);
     assert!(!c.try_kubectl(&["get", "pod", "web"]).status.success());
+
+    // A clean shutdown deletes the nodes.
+    assert!(sim.stop(), "sim-nodes did not exit cleanly");
+    let left = c.kubectl(&["get", "nodes", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
 }
 
 #[test]
