@@ -26,11 +26,21 @@ impl SimNodes {
             .spawn()
             .expect("start corten sim-nodes");
         let sim = SimNodes { child };
-        eventually("sim nodes Ready", || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
             let out = c.try_kubectl(&["get", "nodes", "--no-headers"]);
             let text = String::from_utf8_lossy(&out.stdout);
-            text.lines().filter(|l| l.contains(" Ready ")).count() == count
-        });
+            if text.lines().filter(|l| l.contains(" Ready ")).count() == count {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sim nodes not Ready: {text}\nsim-nodes log: {}\nserver log: {}",
+                std::fs::read_to_string(c.data_dir().join("sim-nodes.log")).unwrap_or_default(),
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         sim
     }
 

@@ -217,6 +217,7 @@ impl Worker {
         };
         let pod = self.pods.get(&ObjectRef::new(name).within(ns));
         let Some(pod) = pod.filter(|p| needs_scheduling(p)) else {
+            self.events.remove(key);
             if let Ok(mut q) = self.shared.queue.lock() {
                 q.forget(key);
             }
