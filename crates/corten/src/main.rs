@@ -1,4 +1,6 @@
-//! The `corten` binary: `corten server` runs a whole single-node control plane in one process.
+//! The `corten` binary: `corten server` runs a whole single-node control plane in one process;
+//! `corten sim-nodes` registers simulated nodes (pods on them are reported Running without
+//! containers, as kwok does) against any cluster.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,6 +20,24 @@ struct Cli {
 enum Command {
     /// Runs the control plane (API server on the embedded datastore).
     Server(ServerArgs),
+    /// Runs simulated nodes: pods bound to them are reported Running without containers.
+    SimNodes(SimNodesArgs),
+}
+
+#[derive(clap::Args)]
+struct SimNodesArgs {
+    /// How many nodes to simulate.
+    #[arg(long)]
+    count: usize,
+    /// Node names are `PREFIX-0`, `PREFIX-1`, ...
+    #[arg(long, default_value = "sim")]
+    prefix: String,
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, default_value = "/var/lib/corten/kubeconfig.yaml")]
+    kubeconfig: PathBuf,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "CORTEN_LOG", default_value = "info")]
+    log: String,
 }
 
 #[derive(clap::Args)]
@@ -46,25 +66,75 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
+        Command::SimNodes(args) => sim_nodes(args),
+    }
+}
+
+fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("corten: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// A shutdown channel that turns true on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// A client from a kubeconfig file (its current context).
+async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(client_config)?)
+}
+
+fn sim_nodes(args: SimNodesArgs) -> ExitCode {
+    init_logging(&args.log);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_on_signal();
+        let client = client_from(&args.kubeconfig).await?;
+        kubelet::run_simulated_nodes(client, &args.prefix, args.count, shutdown).await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corten: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn server(args: ServerArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("corten: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    init_logging(&args.log);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let config = apiserver::Config {
         data_dir: args.data_dir,
@@ -76,12 +146,7 @@ fn server(args: ServerArgs) -> ExitCode {
         compaction_keep: args.compaction_retain_revisions.max(0),
     };
     let result = runtime.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            let _ = tx.send(true);
-        });
+        let rx = shutdown_on_signal();
         run_server(config, rx).await
     });
     match result {
@@ -100,13 +165,12 @@ async fn run_server(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let running = apiserver::start(config, shutdown.clone()).await?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&running.kubeconfig)?;
-    let client_config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = kube::Client::try_from(client_config)?;
-    let controllers = tokio::spawn(controllers::run(client, shutdown));
+    let client = client_from(&running.kubeconfig).await?;
+    let controllers = tokio::spawn(controllers::run(client.clone(), shutdown.clone()));
+    let scheduler = tokio::spawn(scheduler::run(client, shutdown));
     running.serving.await?;
     controllers.abort();
+    scheduler.abort();
     Ok(())
 }
 

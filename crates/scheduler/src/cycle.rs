@@ -1,0 +1,460 @@
+//! The scheduling loop: what the informers feed the queue ([`Shared`]), and the worker that
+//! takes pods off it ([`Worker`]): snapshot the nodes with what is placed on them (pods bound
+//! in the informer cache plus pods this scheduler bound but has not seen bound yet — the
+//! "assumed" pods, so that a burst of pods does not overcommit a node), run the framework,
+//! bind through `pods/binding`, and on failure write the PodScheduled condition and a
+//! `FailedScheduling` event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::Notify;
+
+use crate::SCHEDULER_NAME;
+use crate::framework::{FitError, Framework, NodeInfo, PodInfo};
+use crate::plugins::default_framework;
+use crate::queue::{Key, Queue};
+
+/// State shared by the informers and the worker.
+pub struct Shared {
+    /// Pods waiting for a node.
+    pub queue: Mutex<Queue>,
+    /// Wakes the worker when the queue may have work.
+    pub wake: Notify,
+    /// Pods bound by this scheduler that the pod informer has not shown bound yet, with their
+    /// node.
+    pub assumed: Mutex<HashMap<Key, (String, Arc<Pod>)>>,
+}
+
+/// `namespace/name` of a pod.
+pub fn key_of(pod: &Pod) -> Key {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// Whether this scheduler should place `pod`: ours, unbound, not being deleted, not finished.
+pub fn needs_scheduling(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let ours = spec
+        .scheduler_name
+        .as_deref()
+        .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME);
+    ours && spec.node_name.as_deref().is_none_or(str::is_empty)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !is_terminal(pod)
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// What a pod looked like, for telling its own changes from status writes.
+fn fingerprint(pod: &Pod) -> String {
+    serde_json::to_string(&(&pod.spec, &pod.metadata.labels)).unwrap_or_default()
+}
+
+impl Shared {
+    /// A node was added or changed (or the node cache synced).
+    pub fn cluster_changed(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.move_all();
+        }
+        self.wake.notify_one();
+    }
+
+    /// A pod was added or changed.
+    pub fn pod_seen(&self, pod: &Pod) {
+        let key = key_of(pod);
+        if needs_scheduling(pod) {
+            if let Ok(mut q) = self.queue.lock() {
+                q.add(&key, &fingerprint(pod));
+            }
+            self.wake.notify_one();
+            return;
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.forget(&key);
+            // A finished pod frees its node's resources.
+            if is_terminal(pod) && pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                q.move_all();
+            }
+        }
+    }
+
+    /// A pod was deleted: it frees room, so unschedulable pods may fit.
+    pub fn pod_deleted(&self, pod: &Pod) {
+        let key = key_of(pod);
+        if let Ok(mut a) = self.assumed.lock() {
+            a.remove(&key);
+        }
+        self.cluster_changed_after(|q| q.forget(&key));
+    }
+
+    fn cluster_changed_after(&self, f: impl FnOnce(&mut Queue)) {
+        if let Ok(mut q) = self.queue.lock() {
+            f(&mut q);
+            q.move_all();
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The last FailedScheduling event written for a pod.
+struct LastEvent {
+    name: String,
+    count: i32,
+    message: String,
+}
+
+/// Takes pods off the queue and places them.
+pub struct Worker {
+    client: Client,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    shared: Arc<Shared>,
+    framework: Framework,
+    rng: StdRng,
+    events: HashMap<Key, LastEvent>,
+}
+
+impl Worker {
+    /// A worker with the default profile.
+    pub fn new(client: Client, nodes: Store<Node>, pods: Store<Pod>, shared: Arc<Shared>) -> Self {
+        Worker {
+            client,
+            nodes,
+            pods,
+            shared,
+            framework: default_framework(),
+            rng: StdRng::from_os_rng(),
+            events: HashMap::new(),
+        }
+    }
+
+    /// Schedules forever, once both caches have synced.
+    pub async fn run(mut self) {
+        if self.nodes.wait_until_ready().await.is_err()
+            || self.pods.wait_until_ready().await.is_err()
+        {
+            tracing::error!("scheduler informers stopped before syncing");
+            return;
+        }
+        tracing::info!("scheduler caches synced");
+        loop {
+            let next = match self.shared.queue.lock() {
+                Ok(mut q) => {
+                    q.flush(Instant::now());
+                    q.pop().ok_or_else(|| q.next_wakeup())
+                }
+                Err(_) => return,
+            };
+            match next {
+                Ok(key) => self.schedule_one(&key).await,
+                Err(wakeup) => {
+                    let notified = self.shared.wake.notified();
+                    match wakeup {
+                        Some(at) => {
+                            tokio::select! {
+                                _ = notified => {}
+                                _ = tokio::time::sleep_until(at.into()) => {}
+                            }
+                        }
+                        None => notified.await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The nodes with what is placed on them, sorted by name.
+    fn snapshot(&self) -> Vec<NodeInfo> {
+        let mut infos: BTreeMap<String, NodeInfo> = self
+            .nodes
+            .state()
+            .into_iter()
+            .map(|n| {
+                let info = NodeInfo::new(n);
+                (info.name.clone(), info)
+            })
+            .collect();
+        let Ok(mut assumed) = self.shared.assumed.lock() else {
+            return infos.into_values().collect();
+        };
+        for p in self.pods.state() {
+            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+                continue;
+            };
+            assumed.remove(&key_of(&p));
+            if !is_terminal(&p)
+                && let Some(info) = infos.get_mut(node)
+            {
+                info.add_pod(&p);
+            }
+        }
+        for (node, p) in assumed.values() {
+            if let Some(info) = infos.get_mut(node) {
+                info.add_pod(p);
+            }
+        }
+        infos.into_values().collect()
+    }
+
+    async fn schedule_one(&mut self, key: &str) {
+        let Some((ns, name)) = key.split_once('/') else {
+            return;
+        };
+        let pod = self.pods.get(&ObjectRef::new(name).within(ns));
+        let Some(pod) = pod.filter(|p| needs_scheduling(p)) else {
+            self.events.remove(key);
+            if let Ok(mut q) = self.shared.queue.lock() {
+                q.forget(key);
+            }
+            return;
+        };
+        let nodes = self.snapshot();
+        let info = PodInfo::new(pod.clone());
+        match self.framework.schedule(&info, &nodes, &mut self.rng) {
+            Ok(node) => self.bind(key, &pod, &node).await,
+            Err(fit) => {
+                self.requeue(key, &pod);
+                self.record_failure(key, &pod, &fit).await;
+            }
+        }
+    }
+
+    fn requeue(&self, key: &str, pod: &Pod) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.failed(key, &fingerprint(pod), Instant::now());
+        }
+    }
+
+    fn unassume(&self, key: &str) {
+        if let Ok(mut a) = self.shared.assumed.lock() {
+            a.remove(key);
+        }
+    }
+
+    async fn bind(&mut self, key: &str, pod: &Arc<Pod>, node: &str) {
+        if let Ok(mut a) = self.shared.assumed.lock() {
+            a.insert(key.to_string(), (node.to_string(), pod.clone()));
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                uid: pod.uid(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..Default::default()
+            },
+        };
+        let result = api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::debug!(pod = %key, node, "bound");
+                self.events.remove(key);
+                if let Ok(mut q) = self.shared.queue.lock() {
+                    q.forget(key);
+                }
+                let message = format!("Successfully assigned {key} to {node}");
+                self.emit(pod, "Scheduled", "Normal", &message).await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                self.unassume(key);
+                let bound = match api.get_opt(&name).await {
+                    Ok(Some(p)) => !needs_scheduling(&p),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if bound {
+                    tracing::debug!(pod = %key, "already bound or gone");
+                    if let Ok(mut q) = self.shared.queue.lock() {
+                        q.forget(key);
+                    }
+                } else {
+                    self.requeue(key, pod);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key, node, error = %e, "binding failed");
+                self.unassume(key);
+                self.requeue(key, pod);
+            }
+        }
+    }
+
+    /// Writes PodScheduled=False (when it changed) and a FailedScheduling event.
+    async fn record_failure(&mut self, key: &str, pod: &Pod, fit: &FitError) {
+        let message = fit.message();
+        tracing::info!(pod = %key, %message, "unschedulable");
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+        let unchanged = current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message.as_str())
+        });
+        if !unchanged {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let patch = serde_json::json!({"status": {"conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": Time(jiff::Timestamp::now()),
+            }]}});
+            if let Err(e) = api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                tracing::debug!(pod = %key, error = %e, "PodScheduled condition update failed");
+            }
+        }
+        self.emit(pod, "FailedScheduling", "Warning", &message)
+            .await;
+    }
+
+    /// Writes a core/v1 event about `pod`; a repeat of the last FailedScheduling message
+    /// bumps that event's count instead of adding one.
+    async fn emit(&mut self, pod: &Pod, reason: &str, type_: &str, message: &str) {
+        let key = key_of(pod);
+        let ns = pod.namespace().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let now = Time(jiff::Timestamp::now());
+        if reason == "FailedScheduling"
+            && let Some(last) = self.events.get_mut(&key)
+            && last.message == message
+        {
+            last.count += 1;
+            let patch = serde_json::json!({"count": last.count, "lastTimestamp": now});
+            match api
+                .patch(&last.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "event update failed; creating one"),
+            }
+        }
+        let name = format!(
+            "{}.{:x}",
+            pod.name_any(),
+            jiff::Timestamp::now().as_nanosecond()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                namespace: Some(ns),
+                uid: pod.uid(),
+                resource_version: pod.resource_version(),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(type_.into()),
+            source: Some(EventSource {
+                component: Some(SCHEDULER_NAME.into()),
+                host: None,
+            }),
+            reporting_component: Some(SCHEDULER_NAME.into()),
+            reporting_instance: Some(SCHEDULER_NAME.into()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) if reason == "FailedScheduling" => {
+                self.events.insert(
+                    key,
+                    LastEvent {
+                        name,
+                        count: 1,
+                        message: message.into(),
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "event create failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::pod;
+
+    #[test]
+    fn only_unbound_pods_of_this_scheduler_are_queued() {
+        let p = pod("", "");
+        assert!(needs_scheduling(&p));
+        let mut other = p.clone();
+        other.spec.as_mut().unwrap().scheduler_name = Some("other".into());
+        assert!(!needs_scheduling(&other));
+        let mut named = p.clone();
+        named.spec.as_mut().unwrap().scheduler_name = Some(SCHEDULER_NAME.into());
+        assert!(needs_scheduling(&named));
+        let mut bound = p.clone();
+        bound.spec.as_mut().unwrap().node_name = Some("n".into());
+        assert!(!needs_scheduling(&bound));
+        let mut done = p;
+        done.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        assert!(!needs_scheduling(&done));
+    }
+
+    #[test]
+    fn status_writes_do_not_change_the_fingerprint() {
+        let p = pod("1", "");
+        let mut with_status = p.clone();
+        with_status.status = Some(Default::default());
+        assert_eq!(fingerprint(&p), fingerprint(&with_status));
+        let mut relabelled = p.clone();
+        relabelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert_ne!(fingerprint(&p), fingerprint(&relabelled));
+    }
+}

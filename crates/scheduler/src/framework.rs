@@ -1,0 +1,417 @@
+//! The scheduling framework, a small version of upstream's `pkg/scheduler/framework`:
+//! [`Filter`] and [`Score`] plugins, the [`Framework`] that holds them (the registry of one
+//! profile), and one scheduling cycle ([`Framework::schedule`]): filter every node, score the
+//! feasible ones (each plugin's scores normalised to 0-100, then weighted), and pick the best,
+//! breaking ties at random. When no node fits, the [`FitError`] renders upstream's message.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use rand::Rng;
+
+use crate::resources::{Resource, pod_non_zero_requests, pod_requests};
+
+/// The highest score a plugin gives a node (upstream's `MaxNodeScore`).
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// Why a node does not fit (upstream's `Unschedulable` / `UnschedulableAndUnresolvable`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// The node might fit after preemption.
+    Unschedulable,
+    /// No preemption on this node can help.
+    UnschedulableAndUnresolvable,
+}
+
+/// A filter's verdict against a node: the code and one or more reasons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// How hopeless the node is.
+    pub code: Code,
+    /// Human-readable reasons, counted per node in the failure message.
+    pub reasons: Vec<String>,
+}
+
+impl Status {
+    /// An `Unschedulable` status with `reasons`.
+    pub fn unschedulable(reasons: Vec<String>) -> Self {
+        Status {
+            code: Code::Unschedulable,
+            reasons,
+        }
+    }
+
+    /// An `UnschedulableAndUnresolvable` status with one reason.
+    pub fn unresolvable(reason: impl Into<String>) -> Self {
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![reason.into()],
+        }
+    }
+}
+
+/// The pod being scheduled, with what the plugins keep asking about it computed once.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// Its requests.
+    pub requests: Resource,
+    /// Its requests with cpu and memory defaulted (for scoring).
+    pub non_zero_requests: Resource,
+}
+
+impl PodInfo {
+    /// Wraps `pod`.
+    pub fn new(pod: Arc<Pod>) -> Self {
+        PodInfo {
+            requests: pod_requests(&pod),
+            non_zero_requests: pod_non_zero_requests(&pod),
+            pod,
+        }
+    }
+
+    /// The pod's host ports as (protocol, hostIP, port).
+    pub fn host_ports(&self) -> Vec<(String, String, i32)> {
+        host_ports(&self.pod)
+    }
+}
+
+/// A pod's host ports as (protocol, hostIP, port); hostIP defaults to 0.0.0.0.
+pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return vec![];
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|h| *h > 0)?;
+            Some((
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                p.host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                port,
+            ))
+        })
+        .collect()
+}
+
+/// A node with what is already placed on it (upstream's `NodeInfo`).
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The node's name.
+    pub name: String,
+    /// What the node offers (`status.allocatable`).
+    pub allocatable: Resource,
+    /// The sum of the requests of the pods on the node.
+    pub requested: Resource,
+    /// The same with cpu and memory defaulted per container (for scoring).
+    pub non_zero_requested: Resource,
+    /// How many pods are on the node.
+    pub pod_count: i64,
+    /// Host ports in use, as (protocol, hostIP, port).
+    pub used_ports: HashSet<(String, String, i32)>,
+    /// Lowest priority among the pods on the node (None: no pods).
+    pub min_pod_priority: Option<i32>,
+}
+
+impl NodeInfo {
+    /// An empty node.
+    pub fn new(node: Arc<Node>) -> Self {
+        let allocatable = Resource::from_list(
+            node.status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
+        );
+        NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            node,
+            allocatable,
+            requested: Resource::default(),
+            non_zero_requested: Resource::default(),
+            pod_count: 0,
+            used_ports: HashSet::new(),
+            min_pod_priority: None,
+        }
+    }
+
+    /// Accounts for `pod` placed on this node.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        self.requested.add(&pod_requests(pod));
+        self.non_zero_requested.add(&pod_non_zero_requests(pod));
+        self.pod_count += 1;
+        self.used_ports.extend(host_ports(pod));
+        let prio = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        self.min_pod_priority = Some(self.min_pod_priority.map_or(prio, |p| p.min(prio)));
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.node.metadata.labels.as_ref()
+    }
+}
+
+/// A filter plugin: can the pod run on the node?
+pub trait Filter: Send + Sync {
+    /// The plugin's name (its `NAME` constant).
+    fn name(&self) -> &'static str;
+    /// `Ok` if the pod fits the node, otherwise why not.
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Status>;
+}
+
+/// A score plugin: how good is the node for the pod?
+pub trait Score: Send + Sync {
+    /// The plugin's name (its `NAME` constant).
+    fn name(&self) -> &'static str;
+    /// A raw score for one feasible node.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Maps the raw scores of all feasible nodes into 0..=[`MAX_NODE_SCORE`]; the default
+    /// keeps them as they are (for plugins whose raw scores are already in range).
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// Upstream's `DefaultNormalizeScore`: scales scores so the highest becomes
+/// [`MAX_NODE_SCORE`]; `reverse` makes the lowest raw score the best.
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        if reverse {
+            scores.iter_mut().for_each(|s| *s = MAX_NODE_SCORE);
+        }
+        return;
+    }
+    for s in scores.iter_mut() {
+        *s = MAX_NODE_SCORE * *s / max;
+        if reverse {
+            *s = MAX_NODE_SCORE - *s;
+        }
+    }
+}
+
+/// One profile's plugins: filters in order, and weighted scores.
+pub struct Framework {
+    filters: Vec<Box<dyn Filter>>,
+    scores: Vec<(Box<dyn Score>, i64)>,
+}
+
+/// No node fits the pod: how many nodes there were and why each failed.
+#[derive(Clone, Debug)]
+pub struct FitError {
+    /// How many nodes were considered.
+    pub num_all_nodes: usize,
+    /// The failing status of each node, by node name.
+    pub node_statuses: BTreeMap<String, Status>,
+    /// The pod's preemption policy is `Never`.
+    pub preemption_never: bool,
+}
+
+/// "N reason" strings sorted as upstream sorts its reasons histogram (as strings).
+fn histogram<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons {
+        *counts.entry(r).or_default() += 1;
+    }
+    let mut lines: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    lines.sort();
+    lines.join(", ")
+}
+
+impl FitError {
+    /// Upstream's message, with the preemption part as the default preemption plugin writes
+    /// it when it finds no victims (corten does not preempt yet).
+    pub fn message(&self) -> String {
+        let n = self.num_all_nodes;
+        let reasons = self
+            .node_statuses
+            .values()
+            .flat_map(|s| s.reasons.iter().map(String::as_str));
+        let mut msg = format!("0/{n} nodes are available");
+        let hist = histogram(reasons);
+        if hist.is_empty() {
+            msg.push('.');
+        } else {
+            msg.push_str(&format!(": {hist}."));
+        }
+        if self.preemption_never {
+            msg.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
+            return msg;
+        }
+        let preemption = histogram(self.node_statuses.values().map(|s| match s.code {
+            Code::UnschedulableAndUnresolvable => "Preemption is not helpful for scheduling",
+            Code::Unschedulable => "No preemption victims found for incoming pod",
+        }));
+        if !preemption.is_empty() {
+            msg.push_str(&format!(
+                " preemption: 0/{n} nodes are available: {preemption}."
+            ));
+        }
+        msg
+    }
+}
+
+impl Framework {
+    /// An empty framework.
+    pub fn new() -> Self {
+        Framework {
+            filters: vec![],
+            scores: vec![],
+        }
+    }
+
+    /// Adds a filter (run in the order added).
+    pub fn with_filter(mut self, f: impl Filter + 'static) -> Self {
+        self.filters.push(Box::new(f));
+        self
+    }
+
+    /// Adds a score plugin with its weight.
+    pub fn with_score(mut self, s: impl Score + 'static, weight: i64) -> Self {
+        self.scores.push((Box::new(s), weight));
+        self
+    }
+
+    /// The names of the filters, then of the score plugins.
+    pub fn plugin_names(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        (
+            self.filters.iter().map(|f| f.name()).collect(),
+            self.scores.iter().map(|(s, _)| s.name()).collect(),
+        )
+    }
+
+    /// Runs the filters on one node; the first failing plugin's status stands.
+    pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Status> {
+        self.filters.iter().try_for_each(|f| f.filter(pod, node))
+    }
+
+    /// Total weighted, normalised scores of `nodes` (all feasible), in the same order.
+    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+        let mut total = vec![0; nodes.len()];
+        for (plugin, weight) in &self.scores {
+            let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
+            plugin.normalize(&mut scores);
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += s.clamp(0, MAX_NODE_SCORE) * weight;
+            }
+        }
+        total
+    }
+
+    /// One scheduling cycle: the name of the chosen node, or why none fits.
+    pub fn schedule(
+        &self,
+        pod: &PodInfo,
+        nodes: &[NodeInfo],
+        rng: &mut impl Rng,
+    ) -> Result<String, FitError> {
+        let mut feasible = vec![];
+        let mut node_statuses = BTreeMap::new();
+        for n in nodes {
+            match self.run_filters(pod, n) {
+                Ok(()) => feasible.push(n),
+                Err(s) => {
+                    node_statuses.insert(n.name.clone(), s);
+                }
+            }
+        }
+        if feasible.is_empty() {
+            return Err(FitError {
+                num_all_nodes: nodes.len(),
+                node_statuses,
+                preemption_never: pod
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.preemption_policy.as_deref())
+                    == Some("Never"),
+            });
+        }
+        if feasible.len() == 1 {
+            return Ok(feasible[0].name.clone());
+        }
+        let scores = self.run_scores(pod, &feasible);
+        // Reservoir sampling among the best, as upstream's selectHost.
+        let mut best = 0;
+        let mut ties = 0u32;
+        for (i, s) in scores.iter().enumerate() {
+            if *s > scores[best] {
+                best = i;
+                ties = 1;
+            } else if *s == scores[best] {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = i;
+                }
+            }
+        }
+        Ok(feasible[best].name.clone())
+    }
+}
+
+impl Default for Framework {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_counts_and_sorts_reasons_like_upstream() {
+        let e = FitError {
+            num_all_nodes: 3,
+            node_statuses: BTreeMap::from([
+                (
+                    "a".into(),
+                    Status::unresolvable("node(s) had untolerated taint {key: value}"),
+                ),
+                (
+                    "b".into(),
+                    Status::unschedulable(vec!["Insufficient cpu".into()]),
+                ),
+                (
+                    "c".into(),
+                    Status::unschedulable(vec!["Insufficient cpu".into()]),
+                ),
+            ]),
+            preemption_never: false,
+        };
+        assert_eq!(
+            e.message(),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient cpu. \
+             preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+             2 No preemption victims found for incoming pod."
+        );
+    }
+
+    #[test]
+    fn message_without_nodes() {
+        let e = FitError {
+            num_all_nodes: 0,
+            node_statuses: BTreeMap::new(),
+            preemption_never: false,
+        };
+        assert_eq!(e.message(), "0/0 nodes are available.");
+    }
+
+    #[test]
+    fn normalize_scales_and_reverses() {
+        let mut s = vec![0, 5, 10];
+        default_normalize(&mut s, false);
+        assert_eq!(s, vec![0, 50, 100]);
+        let mut s = vec![0, 5, 10];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 50, 0]);
+        let mut s = vec![0, 0];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 100]);
+    }
+}

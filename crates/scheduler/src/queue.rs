@@ -1,0 +1,217 @@
+//! The scheduling queue: pods waiting for a node, as upstream's `PriorityQueue` (without
+//! priorities yet: first in, first out).
+//!
+//! A pod that does not fit goes to the unschedulable set with a backoff (1 s, doubling per
+//! failed attempt, at most 10 s). It goes back to the active queue once its backoff is over
+//! AND something happened that may let it fit: a node was added or updated, a pod was deleted
+//! ([`Queue::move_all`]), the pod itself changed ([`Queue::add`] with a new fingerprint), or it
+//! has waited [`UNSCHEDULABLE_FLUSH`] (upstream's periodic flush, shorter here).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A pod's `namespace/name`.
+pub type Key = String;
+
+/// The first backoff.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long an unschedulable pod waits for an event before it is retried anyway.
+pub const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Waiting {
+    /// When its backoff ends.
+    ready_at: Instant,
+    /// When it became unschedulable.
+    since: Instant,
+    /// A cluster event happened since it failed.
+    moved: bool,
+    /// What the pod looked like when it failed (spec and labels).
+    fingerprint: String,
+}
+
+/// The queue.
+#[derive(Debug, Default)]
+pub struct Queue {
+    active: VecDeque<Key>,
+    in_active: HashSet<Key>,
+    unschedulable: HashMap<Key, Waiting>,
+    attempts: HashMap<Key, u32>,
+}
+
+/// The backoff after `attempts` failed attempts.
+pub fn backoff(attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(16);
+    (INITIAL_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
+}
+
+impl Queue {
+    /// A pending pod was seen (added or updated). A pod waiting as unschedulable moves only if
+    /// it changed (`fingerprint`), so that the scheduler's own status writes do not requeue it.
+    pub fn add(&mut self, key: &str, fingerprint: &str) {
+        if let Some(w) = self.unschedulable.get_mut(key) {
+            if w.fingerprint != fingerprint {
+                w.moved = true;
+            }
+            return;
+        }
+        if self.in_active.insert(key.to_string()) {
+            self.active.push_back(key.to_string());
+        }
+    }
+
+    /// The next pod to schedule.
+    pub fn pop(&mut self) -> Option<Key> {
+        let key = self.active.pop_front()?;
+        self.in_active.remove(&key);
+        Some(key)
+    }
+
+    /// The pod did not fit: it waits with a backoff.
+    pub fn failed(&mut self, key: &str, fingerprint: &str, now: Instant) {
+        let attempts = self.attempts.entry(key.to_string()).or_insert(0);
+        *attempts += 1;
+        self.unschedulable.insert(
+            key.to_string(),
+            Waiting {
+                ready_at: now + backoff(*attempts),
+                since: now,
+                moved: false,
+                fingerprint: fingerprint.to_string(),
+            },
+        );
+    }
+
+    /// Something changed in the cluster: every unschedulable pod may fit now.
+    pub fn move_all(&mut self) {
+        for w in self.unschedulable.values_mut() {
+            w.moved = true;
+        }
+    }
+
+    /// The pod is gone or bound: forget it.
+    pub fn forget(&mut self, key: &str) {
+        self.unschedulable.remove(key);
+        self.attempts.remove(key);
+        if self.in_active.remove(key) {
+            self.active.retain(|k| k != key);
+        }
+    }
+
+    /// Moves the unschedulable pods that may be retried now to the active queue.
+    pub fn flush(&mut self, now: Instant) {
+        let ready: Vec<Key> = self
+            .unschedulable
+            .iter()
+            .filter(|(_, w)| {
+                w.ready_at <= now && (w.moved || now.duration_since(w.since) >= UNSCHEDULABLE_FLUSH)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ready {
+            self.unschedulable.remove(&k);
+            if self.in_active.insert(k.clone()) {
+                self.active.push_back(k);
+            }
+        }
+    }
+
+    /// When [`Queue::flush`] may next have something to move (None: only after an event).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.unschedulable
+            .values()
+            .map(|w| {
+                if w.moved {
+                    w.ready_at
+                } else {
+                    w.ready_at.max(w.since + UNSCHEDULABLE_FLUSH)
+                }
+            })
+            .min()
+    }
+
+    /// How many pods are active, then unschedulable.
+    pub fn len(&self) -> (usize, usize) {
+        (self.active.len(), self.unschedulable.len())
+    }
+
+    /// Whether no pod waits at all.
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty() && self.unschedulable.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(5), Duration::from_secs(10));
+        assert_eq!(backoff(100), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn fifo_without_duplicates() {
+        let mut q = Queue::default();
+        q.add("a", "");
+        q.add("b", "");
+        q.add("a", "");
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        assert_eq!(q.pop().as_deref(), Some("b"));
+        assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn unschedulable_pods_wait_for_backoff_and_an_event() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        q.add("a", "f1");
+        q.pop();
+        q.failed("a", "f1", t0);
+        // Its own status update (same fingerprint) does not requeue it.
+        q.add("a", "f1");
+        q.flush(t0 + Duration::from_secs(2));
+        assert_eq!(q.pop(), None);
+        // A node event does, once the backoff is over.
+        q.move_all();
+        q.flush(t0 + Duration::from_millis(500));
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.next_wakeup(), Some(t0 + Duration::from_secs(1)));
+        q.flush(t0 + Duration::from_secs(1));
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        // Second failure: 2 s.
+        q.failed("a", "f1", t0);
+        q.add("a", "f2");
+        q.flush(t0 + Duration::from_secs(1));
+        assert_eq!(q.pop(), None);
+        q.flush(t0 + Duration::from_secs(2));
+        assert_eq!(q.pop().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn unschedulable_pods_are_retried_after_the_flush_interval() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        q.failed("a", "", t0);
+        q.flush(t0 + UNSCHEDULABLE_FLUSH - Duration::from_millis(1));
+        assert_eq!(q.pop(), None);
+        q.flush(t0 + UNSCHEDULABLE_FLUSH);
+        assert_eq!(q.pop().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn forget_removes_everywhere() {
+        let mut q = Queue::default();
+        q.add("a", "");
+        q.failed("b", "", Instant::now());
+        q.forget("a");
+        q.forget("b");
+        assert!(q.is_empty());
+    }
+}
