@@ -10,7 +10,13 @@ const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"sp
 #[test]
 fn bound_pods_wait_for_their_node_unless_forced() {
     let c = Cluster::start();
-    let created = c.curl("POST", "/api/v1/namespaces/default/pods", "application/json", Some(POD.as_bytes()), true);
+    let created = c.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        Some(POD.as_bytes()),
+        true,
+    );
     assert_eq!(created.code, 201, "{}", created.body);
     assert_eq!(created.json()["spec"]["terminationGracePeriodSeconds"], 30);
     // A graceful delete only marks the pod: its node agent must stop it first.
@@ -23,7 +29,17 @@ fn bound_pods_wait_for_their_node_unless_forced() {
     assert!(!c.try_kubectl(&["get", "pod", "p"]).status.success());
     // An unbound pod is deleted at once.
     let unbound = POD.replace(r#""nodeName":"node-a","#, "");
-    assert_eq!(c.curl("POST", "/api/v1/namespaces/default/pods", "application/json", Some(unbound.as_bytes()), true).code, 201);
+    assert_eq!(
+        c.curl(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            Some(unbound.as_bytes()),
+            true
+        )
+        .code,
+        201
+    );
     c.kubectl(&["delete", "pod", "p", "--wait=false"]);
     assert!(!c.try_kubectl(&["get", "pod", "p"]).status.success());
 }
@@ -34,18 +50,45 @@ fn status_and_spec_are_written_separately() {
     c.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: d}\n  template:\n    metadata:\n      labels: {app: d}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n");
     let path = "/apis/apps/v1/namespaces/default/deployments/d";
     // Writing status through the main resource is ignored...
-    let r = c.curl("PATCH", path, "application/merge-patch+json", Some(br#"{"status":{"replicas":7},"spec":{"replicas":2}}"#), true);
+    let r = c.curl(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        Some(br#"{"status":{"replicas":7},"spec":{"replicas":2}}"#),
+        true,
+    );
     assert_eq!(r.code, 200, "{}", r.body);
     assert!(r.json()["status"]["replicas"].is_null(), "{}", r.body);
     assert_eq!(r.json()["metadata"]["generation"], 2);
     // ...and spec through the status subresource.
-    let r = c.curl("PATCH", &format!("{path}/status"), "application/merge-patch+json", Some(br#"{"status":{"replicas":7},"spec":{"replicas":5}}"#), true);
+    let r = c.curl(
+        "PATCH",
+        &format!("{path}/status"),
+        "application/merge-patch+json",
+        Some(br#"{"status":{"replicas":7},"spec":{"replicas":5}}"#),
+        true,
+    );
     assert_eq!(r.code, 200, "{}", r.body);
     assert_eq!(r.json()["status"]["replicas"], 7);
     assert_eq!(r.json()["spec"]["replicas"], 2);
-    assert_eq!(r.json()["metadata"]["generation"], 2, "status writes do not bump generation");
-    let scale = c.curl("GET", &format!("{path}/scale"), "application/json", None, true).json();
-    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()), (Some("Scale"), Some(2)));
+    assert_eq!(
+        r.json()["metadata"]["generation"],
+        2,
+        "status writes do not bump generation"
+    );
+    let scale = c
+        .curl(
+            "GET",
+            &format!("{path}/scale"),
+            "application/json",
+            None,
+            true,
+        )
+        .json();
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(2))
+    );
     assert_eq!(scale["status"]["selector"], "app=d");
 }
 
@@ -62,10 +105,17 @@ fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
         true,
     );
     assert_eq!(r.code, 200);
-    let events: Vec<serde_json::Value> = r.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(&types[..3], ["ADDED", "ADDED", "BOOKMARK"], "{types:?}");
-    assert_eq!(events[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(
+        events[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
     // timeoutSeconds=1 ended the watch: curl returned.
 }
 
@@ -83,7 +133,11 @@ fn service_addresses_are_allocated_and_released() {
     // The same node port cannot be taken twice...
     let clash = c.kubectl_stdin(&["apply", "-f", "-"], &svc.replace("name: np", "name: np2"));
     assert!(!clash.status.success());
-    assert!(String::from_utf8_lossy(&clash.stderr).contains("already allocated"), "{}", String::from_utf8_lossy(&clash.stderr));
+    assert!(
+        String::from_utf8_lossy(&clash.stderr).contains("already allocated"),
+        "{}",
+        String::from_utf8_lossy(&clash.stderr)
+    );
     // ...until the service holding it is deleted.
     c.kubectl(&["delete", "service", "np"]);
     c.apply(&svc.replace("name: np", "name: np2"));
