@@ -360,7 +360,7 @@ impl ApiState {
 
     /// The read-modify-write loop behind PUT and PATCH. `change` computes the client's intended
     /// object from the current one; a resourceVersion in it is a precondition.
-    async fn write(
+    pub(crate) async fn write(
         &self,
         res: &Arc<ResourceInfo>,
         ns: Option<&str>,
@@ -399,6 +399,8 @@ impl ApiState {
                         new["status"] = status;
                     }
                 }
+                // A binding sets nodeName and the PodScheduled condition together.
+                Some("binding") if res.plural == "pods" => {}
                 Some("finalize") if res.plural == "namespaces" => {
                     let finalizers = new["spec"]
                         .get("finalizers")

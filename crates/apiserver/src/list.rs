@@ -101,7 +101,7 @@ fn start_position(query: &Query, prefix: &str) -> Result<(Option<i64>, Option<St
     let (mut revision, after) = match query.non_empty("continue") {
         Some(token) => {
             let c = decode_continue(token)?;
-            if !c.start.starts_with(&prefix) {
+            if !c.start.starts_with(prefix) {
                 return Err(ApiError::bad_request("invalid continue token"));
             }
             (Some(c.rv), Some(c.start))

@@ -156,12 +156,8 @@ impl ApiState {
                 vec![api::error::FieldCause::required("target.name")],
             ));
         }
-        self.write_via(
-            res,
-            ns,
-            name,
-            query,
-            |current| match current["spec"]["nodeName"].as_str() {
+        self.write(res, ns, name, Some("binding"), query, |current| {
+            match current["spec"]["nodeName"].as_str() {
                 Some(n) if !n.is_empty() => Err(ApiError::conflict(
                     "",
                     "pods",
@@ -182,11 +178,12 @@ impl ApiState {
                 _ => {
                     let mut new = current.clone();
                     new["spec"]["nodeName"] = json!(node);
+                    set_pod_scheduled(&mut new);
                     meta_mut(&mut new).remove("resourceVersion");
                     Ok(new)
                 }
-            },
-        )
+            }
+        })
         .await?;
         Ok(Reply {
             code: 201,
@@ -239,6 +236,21 @@ impl ApiState {
             "metadata": {"resourceVersion": page.revision.to_string()},
             "items": deleted,
         })))
+    }
+}
+
+/// Sets the pod's PodScheduled condition to True (as upstream's binding does).
+fn set_pod_scheduled(pod: &mut Value) {
+    let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": objects::now()});
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    match pod["status"]["conditions"].as_array_mut() {
+        Some(conditions) => {
+            conditions.retain(|c| c["type"] != "PodScheduled");
+            conditions.push(condition);
+        }
+        None => pod["status"]["conditions"] = json!([condition]),
     }
 }
 

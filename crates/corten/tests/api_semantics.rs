@@ -145,3 +145,48 @@ fn service_addresses_are_allocated_and_released() {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  clusterIP: 10.99.0.5\n  ports:\n  - port: 80\n");
     assert!(!out.status.success());
 }
+
+#[test]
+fn binding_assigns_the_node_once_and_marks_the_pod_scheduled() {
+    let c = Cluster::start();
+    let unbound = POD.replace(r#""nodeName":"node-a","#, "");
+    assert_eq!(
+        c.curl(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            Some(unbound.as_bytes()),
+            true
+        )
+        .code,
+        201
+    );
+    let binding = br#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"node-b"}}"#;
+    let r = c.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "application/json",
+        Some(binding),
+        true,
+    );
+    assert_eq!(r.code, 201, "{}", r.body);
+    let pod = c.get_json(&["get", "pod", "p"]);
+    assert_eq!(pod["spec"]["nodeName"], "node-b");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .cloned()
+        .unwrap();
+    assert_eq!(scheduled["status"], "True");
+    // A second binding is a conflict.
+    let r = c.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "application/json",
+        Some(binding),
+        true,
+    );
+    assert_eq!(r.code, 409, "{}", r.body);
+}
