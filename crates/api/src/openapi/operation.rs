@@ -12,6 +12,11 @@ pub(super) enum Body {
     Text,
 }
 
+/// A request body: its schema, content types and whether it is required.
+pub(super) type Request = (Body, &'static [&'static str], bool);
+/// Responses: status code, description and body.
+pub(super) type Responses = Vec<(&'static str, &'static str, Option<Body>)>;
+
 /// One operation, format-independent.
 pub(super) struct Operation<'a> {
     pub(super) method: &'static str,
@@ -20,8 +25,8 @@ pub(super) struct Operation<'a> {
     pub(super) description: String,
     pub(super) gvk: Option<Value>,
     pub(super) params: Vec<&'a Param>,
-    pub(super) request: Option<(Body, &'static [&'static str], bool)>,
-    pub(super) responses: Vec<(&'static str, &'static str, Option<Body>)>,
+    pub(super) request: Option<Request>,
+    pub(super) responses: Responses,
     pub(super) produces: &'static [&'static str],
     pub(super) tag: String,
 }

@@ -59,6 +59,12 @@ pub(super) const FORCE: Param = query(
     "Force an Apply request to take ownership of conflicting fields (apply patches only).",
 );
 
+/// The parameters of a write (create, replace).
+pub(super) const WRITE_PARAMS: [&Param; 4] = [&PRETTY, &DRY_RUN, &FIELD_MANAGER, &FIELD_VALIDATION];
+/// The parameters of a patch: a write's and `force`.
+pub(super) const PATCH_PARAMS: [&Param; 5] =
+    [&PRETTY, &DRY_RUN, &FIELD_MANAGER, &FIELD_VALIDATION, &FORCE];
+
 pub(super) const LIST_PARAMS: &[Param] = &[
     query(
         "allowWatchBookmarks",

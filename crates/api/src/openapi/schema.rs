@@ -59,6 +59,15 @@ pub(super) fn definition_name(
     fallback.to_string()
 }
 
+/// The definition name of `T`'s schema (see [`definition_name`]).
+pub(super) fn definition_of<T: schemars::JsonSchema>(
+    generator: &mut SchemaGenerator,
+    fallback: &str,
+) -> String {
+    let schema = generator.subschema_for::<T>();
+    definition_name(generator, schema, fallback)
+}
+
 /// Upstream's definition-name prefix for a group/version: `io.k8s.api.core.v1`,
 /// `io.k8s.api.apps.v1`, `io.k8s.api.rbac.v1` (rbac.authorization.k8s.io).
 pub(super) fn upstream_package(group: &str, version: &str) -> String {
