@@ -256,32 +256,18 @@ fn transform_definitions(format: Format, defs: &mut Map<String, Value>) {
     }
     if let Some(Value::Object(ios)) = defs.get_mut(INT_OR_STRING) {
         ios.insert("format".into(), "int-or-string".into());
-        ios.insert("x-kubernetes-int-or-string".into(), Value::Bool(true));
-        match format {
-            Format::V2 => {
-                ios.insert("type".into(), "string".into());
-            }
-            Format::V3 => {
-                ios.insert(
-                    "oneOf".into(),
-                    json!([{ "type": "integer" }, { "type": "string" }]),
-                );
-            }
-        }
+        int_or_string_shape(
+            format,
+            ios,
+            json!([{ "type": "integer" }, { "type": "string" }]),
+        );
     }
     if let Some(Value::Object(q)) = defs.get_mut(QUANTITY) {
-        q.insert("x-kubernetes-int-or-string".into(), Value::Bool(true));
-        match format {
-            Format::V2 => {
-                q.insert("type".into(), "string".into());
-            }
-            Format::V3 => {
-                q.insert(
-                    "oneOf".into(),
-                    json!([{ "type": "string" }, { "type": "number" }]),
-                );
-            }
-        }
+        int_or_string_shape(
+            format,
+            q,
+            json!([{ "type": "string" }, { "type": "number" }]),
+        );
     }
     for (definition, property, meta) in crate::patch::all_patch_meta() {
         let prop = defs
@@ -294,6 +280,20 @@ fn transform_definitions(format: Format, defs: &mut Map<String, Value>) {
             if let Some(key) = meta.merge_key {
                 prop.insert("x-kubernetes-patch-merge-key".into(), key.into());
             }
+        }
+    }
+}
+
+/// Marks a definition that is a number or a string (`x-kubernetes-int-or-string`): a string in
+/// Swagger 2.0, `one_of` (its alternatives) in OpenAPI 3.0.
+fn int_or_string_shape(format: Format, def: &mut Map<String, Value>, one_of: Value) {
+    def.insert("x-kubernetes-int-or-string".into(), Value::Bool(true));
+    match format {
+        Format::V2 => {
+            def.insert("type".into(), "string".into());
+        }
+        Format::V3 => {
+            def.insert("oneOf".into(), one_of);
         }
     }
 }
