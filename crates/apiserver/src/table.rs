@@ -58,9 +58,10 @@ pub fn row(res: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
     }
 }
 
-/// The column definitions (NAME first).
+/// The column definitions (NAME first, unless the kind places it itself).
 pub fn columns(res: &ResourceInfo) -> Vec<Value> {
-    std::iter::once(Column::name())
+    let name = res.strategy.name_column().then(Column::name);
+    name.into_iter()
         .chain(res.strategy.columns())
         .map(|c| c.to_json())
         .collect()

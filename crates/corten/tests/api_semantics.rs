@@ -190,3 +190,59 @@ fn binding_assigns_the_node_once_and_marks_the_pod_scheduled() {
     );
     assert_eq!(r.code, 409, "{}", r.body);
 }
+
+#[test]
+fn tables_match_upstream_columns() {
+    let c = Cluster::start();
+    c.apply("apiVersion: v1\nkind: Event\nmetadata:\n  name: ev1\ninvolvedObject:\n  kind: Pod\n  name: web\n  namespace: default\nreason: Testing\nmessage: hello there\ntype: Normal\n");
+    // Events: no NAME column unless -o wide, where it comes last.
+    let table = c.kubectl(&["get", "events"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("pod/web") && table.contains("hello there"),
+        "{table}"
+    );
+    let wide = c.kubectl(&["get", "events", "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().trim_end().ends_with("NAME"),
+        "{wide}"
+    );
+    // Pods: NAME READY STATUS RESTARTS AGE, and IP NODE NOMINATED NODE READINESS GATES wide.
+    let pod = POD.replace(r#""nodeName":"node-a","#, "");
+    assert_eq!(
+        c.curl(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            Some(pod.as_bytes()),
+            true
+        )
+        .code,
+        201
+    );
+    let pods = c.kubectl(&["get", "pods", "-o", "wide"]);
+    let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ],
+        "{pods}"
+    );
+    assert!(pods.lines().nth(1).unwrap().starts_with("p "), "{pods}");
+}
