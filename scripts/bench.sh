@@ -7,17 +7,7 @@
 # (see `corten-bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(etcd-server protobuf-compiler libprotobuf-dev ca-certificates)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/deps.sh etcd-server
 etcd_bin=$(command -v etcd || true)
 [ -n "$etcd_bin" ] || { echo "etcd not found after installing etcd-server" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-target}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages corten's scripts and tests need, if missing (idempotent, no prompts).
+# Extra package names given as arguments are installed too (scripts/bench.sh adds etcd-server).
 set -euo pipefail
-packages=(curl jq ca-certificates protobuf-compiler libprotobuf-dev)  # protoc + well-known protos: the etcd client of crates/bench
+packages=(curl jq ca-certificates protobuf-compiler libprotobuf-dev "$@")  # protoc + well-known protos: the etcd client of crates/bench
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
