@@ -1,6 +1,6 @@
 //! The ReplicaSet and Deployment controllers end to end, through kubectl and kube-rs.
 //!
-//! Nothing runs pods in this branch, so each test starts a [`FakeKubelet`].
+//! Pods run on three simulated nodes (`corten sim-nodes`), placed there by the scheduler.
 
 mod common;
 
@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, SimNodes};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -39,83 +39,6 @@ fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Marks pods Running and Ready through the status subresource, standing in for the node
-/// agent and scheduler that are not merged in this branch. It does not bind pods (that is the
-/// scheduler's job): it polls every pod and patches `status` (phase Running, the Ready and
-/// ContainersReady conditions, ready container statuses) for those not ready yet.
-struct FakeKubelet {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeKubelet {
-    fn start(c: &Cluster) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let kubeconfig = c.kubeconfig();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let client = client(kubeconfig).await;
-                let pods: Api<Pod> = Api::all(client.clone());
-                while !flag.load(Ordering::Relaxed) {
-                    if let Ok(list) = pods.list(&ListParams::default()).await {
-                        for p in list.items.iter().filter(|p| !is_ready(p)) {
-                            Self::mark_ready(&client, p).await;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                }
-            });
-        });
-        FakeKubelet {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    async fn mark_ready(client: &Client, p: &Pod) {
-        if p.metadata.deletion_timestamp.is_some() {
-            return;
-        }
-        let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let containers: Vec<Value> = p
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .map(|c| {
-                json!({"name": c.name, "image": c.image, "imageID": "", "ready": true,
-                       "started": true, "restartCount": 0,
-                       "state": {"running": {"startedAt": now}}})
-            })
-            .collect();
-        let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
-        let patch = json!({"status": {
-            "phase": "Running",
-            "startTime": now,
-            "conditions": [cond("Initialized"), cond("ContainersReady"), cond("Ready")],
-            "containerStatuses": containers,
-        }});
-        let _ = api
-            .patch_status(
-                &p.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await;
-    }
-}
-
-impl Drop for FakeKubelet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Pods at one moment, as a watch saw them.
@@ -250,7 +173,7 @@ spec:
 #[test]
 fn replicaset_keeps_its_pods() {
     let c = Cluster::start();
-    let _kubelet = FakeKubelet::start(&c);
+    let _nodes = SimNodes::start(&c, 3);
     c.apply(RS);
     eventually("3 ready replicas", 30, || {
         let rs = c.get_json(&["get", "rs", "frontend"]);
@@ -369,7 +292,7 @@ fn image_of(d: &Value) -> String {
 #[test]
 fn deployment_rolls_out_within_surge_and_unavailability_and_rolls_back() {
     let c = Cluster::start();
-    let _kubelet = FakeKubelet::start(&c);
+    let _nodes = SimNodes::start(&c, 3);
     c.apply(&deployment("web", 4, "RollingUpdate", "nginx:1"));
     let out = rollout_status(&c, "web");
     assert!(out.contains("successfully rolled out"), "{out}");
@@ -468,7 +391,7 @@ fn deployment_rolls_out_within_surge_and_unavailability_and_rolls_back() {
 #[test]
 fn recreate_removes_old_pods_before_new_ones_start() {
     let c = Cluster::start();
-    let _kubelet = FakeKubelet::start(&c);
+    let _nodes = SimNodes::start(&c, 3);
     c.apply(&deployment("batch", 3, "Recreate", "busybox:1"));
     rollout_status(&c, "batch");
     let watch = PodWatch::start(&c, "app=batch");
@@ -497,7 +420,7 @@ fn recreate_removes_old_pods_before_new_ones_start() {
 #[test]
 fn paused_deployment_waits_for_resume_and_old_revisions_are_cleaned_up() {
     let c = Cluster::start();
-    let _kubelet = FakeKubelet::start(&c);
+    let _nodes = SimNodes::start(&c, 3);
     c.apply(&deployment("api", 2, "RollingUpdate", "app:1"));
     rollout_status(&c, "api");
     c.kubectl(&[

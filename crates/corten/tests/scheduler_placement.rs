@@ -3,69 +3,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-
-/// A running `corten sim-nodes`, killed on drop.
-struct SimNodes {
-    child: Child,
-}
-
-impl SimNodes {
-    /// Starts `count` simulated nodes against `c` and waits until kubectl lists them Ready.
-    fn start(c: &Cluster, count: usize) -> Self {
-        let log = std::fs::File::create(c.data_dir().join("sim-nodes.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_corten"))
-            .args(["sim-nodes", "--count", &count.to_string(), "--kubeconfig"])
-            .arg(c.kubeconfig())
-            .env("CORTEN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start corten sim-nodes");
-        let sim = SimNodes { child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = c.try_kubectl(&["get", "nodes", "--no-headers"]);
-            let text = String::from_utf8_lossy(&out.stdout);
-            if text.lines().filter(|l| l.contains(" Ready ")).count() == count {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sim nodes not Ready: {text}\nsim-nodes log: {}\nserver log: {}",
-                std::fs::read_to_string(c.data_dir().join("sim-nodes.log")).unwrap_or_default(),
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sim
-    }
-
-    /// Stops it with SIGTERM; returns whether it exited cleanly.
-    fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for SimNodes {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Cluster, SimNodes};
 
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

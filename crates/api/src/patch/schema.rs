@@ -24,7 +24,7 @@ pub struct PatchSchema {
 /// Where the walker is: the definition name of the current object (if it is a named
 /// definition) and its schema.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Node<'a> {
+pub(crate) struct SchemaNode<'a> {
     schema: &'a PatchSchema,
     definition: Option<&'a str>,
     value: Option<&'a Value>,
@@ -88,7 +88,7 @@ impl PatchSchema {
         self.definitions.get(name)
     }
 
-    pub(crate) fn root(&self) -> Node<'_> {
+    pub(crate) fn root(&self) -> SchemaNode<'_> {
         self.resolve(Some(&self.root))
     }
 
@@ -102,8 +102,8 @@ impl PatchSchema {
             .map(|(k, v)| (k.as_str(), v))
     }
 
-    fn resolve<'a>(&'a self, value: Option<&'a Value>) -> Node<'a> {
-        let mut node = Node {
+    fn resolve<'a>(&'a self, value: Option<&'a Value>) -> SchemaNode<'a> {
+        let mut node = SchemaNode {
             schema: self,
             definition: None,
             value,
@@ -175,7 +175,7 @@ fn decode_ref_name(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-impl<'a> Node<'a> {
+impl<'a> SchemaNode<'a> {
     /// The definition name of this object, if it is a named definition.
     #[cfg(test)]
     pub(crate) fn definition(&self) -> Option<&'a str> {
@@ -188,7 +188,7 @@ impl<'a> Node<'a> {
     }
 
     /// The schema of a property (or of a map value, for maps with `additionalProperties`).
-    pub(crate) fn field(&self, property: &str) -> Node<'a> {
+    pub(crate) fn field(&self, property: &str) -> SchemaNode<'a> {
         let v = self.value.and_then(|v| {
             v.get("properties")
                 .and_then(|p| p.get(property))
@@ -198,7 +198,7 @@ impl<'a> Node<'a> {
     }
 
     /// The schema of list items.
-    pub(crate) fn items(&self) -> Node<'a> {
+    pub(crate) fn items(&self) -> SchemaNode<'a> {
         self.schema.resolve(self.value.and_then(|v| v.get("items")))
     }
 }

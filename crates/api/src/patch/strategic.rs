@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::meta::PatchMeta;
-use super::schema::{Node, PatchSchema};
+use super::schema::{PatchSchema, SchemaNode};
 use super::{MAX_DEPTH, check_depth, unprocessable};
 use crate::error::ApiError;
 
@@ -87,7 +87,7 @@ fn value_eq(a: &Value, b: &Value) -> bool {
 fn merge_map(
     mut original: Map<String, Value>,
     mut patch: Map<String, Value>,
-    node: Node<'_>,
+    node: SchemaNode<'_>,
     depth: usize,
 ) -> Result<Map<String, Value>> {
     if depth > MAX_DEPTH {
@@ -177,7 +177,7 @@ fn apply_retain_keys(
 fn apply_set_element_order(
     original: &mut Map<String, Value>,
     patch: &mut Map<String, Value>,
-    node: Node<'_>,
+    node: SchemaNode<'_>,
     depth: usize,
 ) -> Result<()> {
     let keys: Vec<String> = patch
@@ -327,7 +327,7 @@ fn element_kind(a: &[Value], b: &[Value]) -> Result<Option<Kind>> {
 fn merge_list(
     original: Vec<Value>,
     patch: Vec<Value>,
-    items: Node<'_>,
+    items: SchemaNode<'_>,
     meta: Option<PatchMeta>,
     depth: usize,
 ) -> Result<Vec<Value>> {
@@ -372,7 +372,7 @@ fn merge_object_list(
     mut original: Vec<Value>,
     patch: Vec<Value>,
     key: &str,
-    items: Node<'_>,
+    items: SchemaNode<'_>,
     depth: usize,
 ) -> Result<Vec<Value>> {
     // Special items first: deletions by key, and a replace marker.

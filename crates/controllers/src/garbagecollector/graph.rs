@@ -20,7 +20,7 @@ pub enum Work {
 
 /// One observed object.
 #[derive(Clone)]
-pub struct Node {
+pub struct GraphNode {
     /// The resource it belongs to.
     pub resource: &'static api::ResourceInfo,
     /// Its namespace (`None` when cluster-scoped).
@@ -40,13 +40,13 @@ pub struct Node {
 /// The graph.
 #[derive(Default)]
 pub struct Graph {
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<String, GraphNode>,
     dependents: HashMap<String, HashSet<String>>,
 }
 
 impl Graph {
     /// The node of `uid`, if observed.
-    pub fn get(&self, uid: &str) -> Option<&Node> {
+    pub fn get(&self, uid: &str) -> Option<&GraphNode> {
         self.nodes.get(uid)
     }
 
@@ -89,7 +89,7 @@ impl Graph {
     }
 
     /// Records an added or updated object.
-    pub fn apply(&mut self, uid: &str, node: Node) -> Vec<Work> {
+    pub fn apply(&mut self, uid: &str, node: GraphNode) -> Vec<Work> {
         let mut work = vec![];
         let old_owners = self
             .nodes
@@ -185,8 +185,8 @@ mod tests {
             .expect("configmaps")
     }
 
-    fn node(owners: &[(&str, bool)]) -> Node {
-        Node {
+    fn node(owners: &[(&str, bool)]) -> GraphNode {
+        GraphNode {
             resource: configmaps(),
             namespace: Some("default".into()),
             name: "x".into(),

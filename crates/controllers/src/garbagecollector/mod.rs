@@ -25,7 +25,7 @@ pub mod graph;
 pub mod queue;
 pub mod worker;
 
-use graph::{Graph, Node, Work};
+use graph::{Graph, GraphNode, Work};
 use queue::WorkQueue;
 
 /// The finalizer of foreground deletion.
@@ -102,7 +102,7 @@ pub async fn run(client: Client) {
 fn node_of(
     resource: &'static api::ResourceInfo,
     obj: &PartialObjectMeta<DynamicObject>,
-) -> Option<(String, Node)> {
+) -> Option<(String, GraphNode)> {
     let meta = &obj.metadata;
     let uid = meta.uid.clone()?;
     let name = meta.name.clone()?;
@@ -110,7 +110,7 @@ fn node_of(
     let being_deleted = meta.deletion_timestamp.is_some();
     Some((
         uid,
-        Node {
+        GraphNode {
             resource,
             namespace: meta.namespace.clone().filter(|_| resource.namespaced),
             name,

@@ -9,7 +9,7 @@ use kube::api::{
 use kube::core::PartialObjectMeta;
 use serde_json::{Value, json};
 
-use super::graph::{Node, Work};
+use super::graph::{GraphNode, Work};
 use super::{FOREGROUND, Gc, ORPHAN};
 
 type Meta = PartialObjectMeta<DynamicObject>;
@@ -35,12 +35,12 @@ fn api_for(
     }
 }
 
-fn node_api(gc: &Gc, node: &Node) -> Api<DynamicObject> {
+fn node_api(gc: &Gc, node: &GraphNode) -> Api<DynamicObject> {
     api_for(&gc.client, node.resource, node.namespace.as_deref())
 }
 
 /// The live object of `node`, if it still exists with that uid.
-async fn latest(gc: &Gc, node: &Node, uid: &str) -> Result<Option<Meta>, kube::Error> {
+async fn latest(gc: &Gc, node: &GraphNode, uid: &str) -> Result<Option<Meta>, kube::Error> {
     let obj = node_api(gc, node).get_metadata_opt(&node.name).await?;
     Ok(obj.filter(|o| o.metadata.uid.as_deref() == Some(uid)))
 }
@@ -71,7 +71,7 @@ enum Owner {
 }
 
 /// Classifies one reference of `node` with a GET of the owner (upstream's `isDangling`).
-async fn classify(gc: &Gc, node: &Node, r: &OwnerReference) -> Result<Owner, kube::Error> {
+async fn classify(gc: &Gc, node: &GraphNode, r: &OwnerReference) -> Result<Owner, kube::Error> {
     let (group, version) = match r.api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", r.api_version.as_str()),
@@ -191,7 +191,7 @@ async fn attempt_to_delete(gc: &Gc, uid: &str) -> Result<(), kube::Error> {
 async fn process_deleting_dependents(
     gc: &Gc,
     uid: &str,
-    node: &Node,
+    node: &GraphNode,
     latest: &Meta,
 ) -> Result<(), kube::Error> {
     let blocking = gc.graph().blocking_dependents(uid);
@@ -214,7 +214,7 @@ async fn orphan_dependents(gc: &Gc, uid: &str) -> Result<(), kube::Error> {
     let Some(owner) = gc.graph().get(uid).cloned() else {
         return Ok(());
     };
-    let dependents: Vec<(String, Node)> = {
+    let dependents: Vec<(String, GraphNode)> = {
         let graph = gc.graph();
         graph
             .dependents(uid)
@@ -255,7 +255,7 @@ async fn orphan_dependents(gc: &Gc, uid: &str) -> Result<(), kube::Error> {
 /// Removes `finalizer` from `obj` (conditional on its resourceVersion).
 async fn remove_finalizer(
     gc: &Gc,
-    node: &Node,
+    node: &GraphNode,
     obj: &Meta,
     finalizer: &str,
 ) -> Result<(), kube::Error> {
@@ -285,7 +285,7 @@ async fn remove_finalizer(
 }
 
 /// A JSON merge patch of an object's metadata.
-async fn patch_meta(gc: &Gc, node: &Node, patch: &Value) -> Result<(), kube::Error> {
+async fn patch_meta(gc: &Gc, node: &GraphNode, patch: &Value) -> Result<(), kube::Error> {
     node_api(gc, node)
         .patch_metadata(&node.name, &PatchParams::default(), &Patch::Merge(patch))
         .await
