@@ -372,6 +372,16 @@ async fn serve_resource(
                     "application/json",
                 ));
             }
+            // Unpaginated lists stream from the store's bytes, so memory stays bounded.
+            if query.int("limit")?.unwrap_or(0) <= 0 {
+                let stream = state.list_stream(&res, ns, query).await?;
+                let mut resp = Response::new(Body::from_stream(stream));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Ok(resp);
+            }
             Ok(json_response(
                 200,
                 &state.list(&res, ns, query).await?,

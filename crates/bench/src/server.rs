@@ -149,6 +149,10 @@ impl Corten {
                 &port.to_string(),
                 "--bind-address",
                 "127.0.0.1",
+                // The API server on its own: the in-process controllers and scheduler are API
+                // clients with caches of their own, measured by their own benchmarks.
+                "--disable-controller-manager",
+                "--disable-scheduler",
             ])
             .env("CORTEN_LOG", "warn");
         let log = dir.path().join("server.log");

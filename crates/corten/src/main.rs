@@ -57,6 +57,12 @@ struct ServerArgs {
     /// How many revisions of history compaction keeps (watches and lists may resume from them).
     #[arg(long, default_value_t = 10_000)]
     compaction_retain_revisions: i64,
+    /// Do not run the controller manager (the API server's in-process controllers).
+    #[arg(long)]
+    disable_controller_manager: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    disable_scheduler: bool,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apiserver=debug`.
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -145,9 +151,13 @@ fn server(args: ServerArgs) -> ExitCode {
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
     };
+    let components = Components {
+        controller_manager: !args.disable_controller_manager,
+        scheduler: !args.disable_scheduler,
+    };
     let result = runtime.block_on(async move {
         let rx = shutdown_on_signal();
-        run_server(config, rx).await
+        run_server(config, components, rx).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,16 +172,27 @@ fn server(args: ServerArgs) -> ExitCode {
 /// clients (they connect through the admin kubeconfig, as any client would).
 async fn run_server(
     config: apiserver::Config,
+    components: Components,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let running = apiserver::start(config, shutdown.clone()).await?;
     let client = client_from(&running.kubeconfig).await?;
-    let controllers = tokio::spawn(controllers::run(client.clone(), shutdown.clone()));
-    let scheduler = tokio::spawn(scheduler::run(client, shutdown));
+    let mut tasks = tokio::task::JoinSet::new();
+    if components.controller_manager {
+        tasks.spawn(controllers::run(client.clone(), shutdown.clone()));
+    }
+    if components.scheduler {
+        tasks.spawn(scheduler::run(client, shutdown));
+    }
     running.serving.await?;
-    controllers.abort();
-    scheduler.abort();
+    tasks.abort_all();
     Ok(())
+}
+
+/// Which API clients `corten server` runs beside the API server.
+struct Components {
+    controller_manager: bool,
+    scheduler: bool,
 }
 
 async fn wait_for_signal() {
