@@ -9,6 +9,7 @@
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 //! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
+//! - [`endpoints`]: Endpoints of the ready and not-ready pods each Service selects.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate).
 //!
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 pub mod controller_utils;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod replicaset;
@@ -42,6 +44,7 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     );
     spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
+    spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
 }
