@@ -218,10 +218,6 @@ mod tests {
             .expect("create");
     }
 
-    fn finalizer_list(obj: &Value) -> Vec<String> {
-        finalizers(obj)
-    }
-
     #[tokio::test]
     async fn propagation_policies_mark_or_delete() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -239,7 +235,7 @@ mod tests {
             .delete(&cms, Some("default"), "a", &orphan, &q)
             .await
             .expect("orphan delete");
-        assert_eq!(finalizer_list(&r.body), vec![propagation::ORPHAN]);
+        assert_eq!(finalizers(&r.body), vec![propagation::ORPHAN]);
         assert!(r.body["metadata"]["deletionTimestamp"].is_string());
         // Still there; a foreground DELETE swaps the finalizer.
         let fg = Query::parse(Some("propagationPolicy=Foreground"));
@@ -247,9 +243,9 @@ mod tests {
             .delete(&cms, Some("default"), "a", &Value::Null, &fg)
             .await
             .expect("foreground delete");
-        assert_eq!(finalizer_list(&r.body), vec![propagation::FOREGROUND]);
+        assert_eq!(finalizers(&r.body), vec![propagation::FOREGROUND]);
         let stored = state.get(&cms, Some("default"), "a").await.expect("get");
-        assert_eq!(finalizer_list(&stored), vec![propagation::FOREGROUND]);
+        assert_eq!(finalizers(&stored), vec![propagation::FOREGROUND]);
         // Background: nothing holds it any more, so it goes now.
         let bg = json!({"propagationPolicy": "Background"});
         state
@@ -278,15 +274,15 @@ mod tests {
             .delete(&jobs, Some("default"), "j", &Value::Null, &dry)
             .await
             .expect("dry run");
-        assert_eq!(finalizer_list(&r.body), vec![propagation::ORPHAN]);
+        assert_eq!(finalizers(&r.body), vec![propagation::ORPHAN]);
         let stored = state.get(&jobs, Some("default"), "j").await.expect("get");
-        assert!(finalizer_list(&stored).is_empty());
+        assert!(finalizers(&stored).is_empty());
         let q = Query::parse(None);
         let r = state
             .delete(&jobs, Some("default"), "j", &Value::Null, &q)
             .await
             .expect("default delete");
-        assert_eq!(finalizer_list(&r.body), vec![propagation::ORPHAN]);
+        assert_eq!(finalizers(&r.body), vec![propagation::ORPHAN]);
         // kubectl's background policy deletes it at once.
         let bg = Query::parse(Some("propagationPolicy=Background"));
         state

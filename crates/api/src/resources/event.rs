@@ -14,6 +14,8 @@ use crate::table::{Column, human_duration_since};
 
 /// The fields of an event that its table shows, whichever API version it came from.
 pub struct EventRow<'a> {
+    /// The event's own name (a wide column, last, as upstream prints it).
+    pub name: &'a str,
     /// `involvedObject` / `regarding`.
     pub object: Option<&'a ObjectReference>,
     /// `firstTimestamp` / `deprecatedFirstTimestamp`.
@@ -81,6 +83,10 @@ impl EventRow<'_> {
                 "string",
                 "The number of times this event has occurred.",
             ),
+            Column {
+                priority: 1,
+                ..Column::name()
+            },
         ]
     }
 
@@ -124,6 +130,7 @@ impl EventRow<'_> {
             Value::String(self.message.trim().into()),
             Value::String(first),
             Value::from(i64::from(count)),
+            Value::String(self.name.to_string()),
         ]
     }
 }
@@ -169,17 +176,13 @@ impl Behavior for Event {
     const NAME_COLUMN: bool = false;
 
     fn columns() -> Vec<Column> {
-        let mut columns = EventRow::columns();
-        columns.push(Column {
-            priority: 1,
-            ..Column::name()
-        });
-        columns
+        EventRow::columns()
     }
 
     fn cells(&self) -> Vec<Value> {
         let src = self.source.clone().unwrap_or_default();
         EventRow {
+            name: self.metadata.name.as_deref().unwrap_or(""),
             object: Some(&self.involved_object),
             first: self.first_timestamp.as_ref().map(|t| t.0),
             last: self.last_timestamp.as_ref().map(|t| t.0),
@@ -198,11 +201,6 @@ impl Behavior for Event {
             ),
         }
         .cells()
-        .into_iter()
-        .chain([Value::String(
-            self.metadata.name.clone().unwrap_or_default(),
-        )])
-        .collect()
     }
 
     fn field(&self, label: &str) -> Option<String> {

@@ -71,12 +71,7 @@ impl Behavior for Event {
     const NAME_COLUMN: bool = false;
 
     fn columns() -> Vec<Column> {
-        let mut columns = EventRow::columns();
-        columns.push(Column {
-            priority: 1,
-            ..Column::name()
-        });
-        columns
+        EventRow::columns()
     }
 
     fn cells(&self) -> Vec<Value> {
@@ -87,6 +82,7 @@ impl Behavior for Event {
                 .unwrap_or_default()
         };
         EventRow {
+            name: self.metadata.name.as_deref().unwrap_or(""),
             object: self.regarding.as_ref(),
             first: self.deprecated_first_timestamp.as_ref().map(|t| t.0),
             last: self.deprecated_last_timestamp.as_ref().map(|t| t.0),
@@ -105,11 +101,6 @@ impl Behavior for Event {
             ),
         }
         .cells()
-        .into_iter()
-        .chain([Value::String(
-            self.metadata.name.clone().unwrap_or_default(),
-        )])
-        .collect()
     }
 
     fn field(&self, label: &str) -> Option<String> {

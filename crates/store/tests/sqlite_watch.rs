@@ -1,0 +1,161 @@
+//! Watches on the SQLite backend: order, gap-freedom, replay from a past revision, lagging and closing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use store::{Error, EventKind, KeyValue, Revision, SharedStore, Store};
+use tempfile::TempDir;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_is_ordered_and_gap_free_with_concurrent_writers() {
+    let dir = TempDir::new().unwrap();
+    let s: SharedStore = Arc::new(open(&dir));
+    s.create("/w/seed", b("0")).await.unwrap();
+    let mut from_start = s.watch("/w/", 0).await.unwrap();
+    let mut all_keys = s.watch("", 0).await.unwrap();
+
+    const WRITERS: usize = 8;
+    const EACH: usize = 100;
+    let mut handles = Vec::new();
+    for t in 0..WRITERS {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for i in 0..EACH {
+                let kv = s.create(&format!("/w/{t}/{i}"), b("x")).await.unwrap();
+                revs.push(kv.mod_revision);
+                let kv = s
+                    .update(&format!("/w/{t}/{i}"), b("y"), kv.mod_revision)
+                    .await
+                    .unwrap();
+                revs.push(kv.mod_revision);
+                s.create(&format!("/other/{t}/{i}"), b("z")).await.unwrap();
+            }
+            revs
+        }));
+    }
+    // A watcher that starts while the writers run, from whatever revision is current then.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mid = s.current_revision().await.unwrap();
+    let mut from_mid = s.watch("/w/", mid).await.unwrap();
+
+    let mut want: Vec<Revision> = vec![1];
+    for h in handles {
+        want.extend(h.await.unwrap());
+    }
+    want.sort_unstable();
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(next(&mut from_start).await.revision());
+    }
+    assert_eq!(got, want, "every revision under /w/ exactly once, in order");
+    let want_mid: Vec<Revision> = want.iter().copied().filter(|&r| r > mid).collect();
+    let mut got = Vec::new();
+    for _ in 0..want_mid.len() {
+        got.push(next(&mut from_mid).await.revision());
+    }
+    assert_eq!(got, want_mid);
+    let total = s.current_revision().await.unwrap();
+    for r in 1..=total {
+        assert_eq!(next(&mut all_keys).await.revision(), r);
+    }
+}
+
+#[tokio::test]
+async fn watch_from_past_revision_replays_history_then_live() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir);
+    for i in 1..=5 {
+        s.create(&format!("/p/{i}"), b(&format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    s.create("/q/1", b("other")).await.unwrap(); // rev 6, not under /p/
+    let mut w = s.watch("/p/", 2).await.unwrap();
+    for r in 3..=5 {
+        let e = next(&mut w).await;
+        assert_eq!((e.kind, e.revision(), e.prev), (EventKind::Put, r, None));
+    }
+    let up = s.update("/p/1", b("v1b"), 1).await.unwrap();
+    let e = next(&mut w).await;
+    assert_eq!((e.kind, &e.kv), (EventKind::Put, &up));
+    assert_eq!(
+        e.prev.as_ref().map(|p| (p.value.clone(), p.mod_revision)),
+        Some((b("v1"), 1))
+    );
+    s.delete("/q/1", None).await.unwrap();
+    s.delete("/p/1", None).await.unwrap();
+    let e = next(&mut w).await;
+    assert_eq!(e.kind, EventKind::Delete);
+    assert_eq!(
+        e.kv,
+        KeyValue {
+            key: "/p/1".into(),
+            value: b("v1b"),
+            create_revision: 1,
+            mod_revision: 9
+        }
+    );
+    assert_eq!(e.prev, Some(up));
+    // The same delete replayed from history looks the same.
+    let mut w2 = s.watch("/p/1", 7).await.unwrap();
+    assert_eq!(next(&mut w2).await, e);
+    // A watch from the future only sees what comes after it.
+    let mut w3 = s.watch("/p/", 11).await.unwrap();
+    s.create("/p/6", b("6")).await.unwrap(); // rev 10
+    s.create("/p/7", b("7")).await.unwrap(); // rev 11
+    s.create("/p/8", b("8")).await.unwrap(); // rev 12
+    assert_eq!(next(&mut w3).await.revision(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_that_falls_behind_is_closed() {
+    let dir = TempDir::new().unwrap();
+    let s: SharedStore = Arc::new(open(&dir));
+    let mut w = s.watch("/l/", 0).await.unwrap();
+    let mut handles = Vec::new();
+    for c in 0..16 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..600 {
+                s.create(&format!("/l/{c}/{i}"), b("x")).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut seen = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(e)) => {
+                assert_eq!(e, Error::WatchLagged);
+                break;
+            }
+            None => panic!("stream ended without an error"),
+        }
+    }
+    assert!(seen < 9600);
+    assert!(w.next().await.is_none(), "the stream ends after the error");
+}
+
+#[tokio::test]
+async fn watch_ends_when_the_store_closes() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir);
+    let mut w = s.watch("", 0).await.unwrap();
+    drop(s);
+    let end = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap();
+    assert_eq!(end, Some(Err(Error::Closed)));
+}
