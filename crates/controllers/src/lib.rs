@@ -11,6 +11,7 @@
 //! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
 //! - [`endpoints`]: Endpoints of the ready and not-ready pods each Service selects.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate).
+//! - [`nodeipam`]: gives every Node a /24 pod CIDR out of the cluster CIDR.
 //!
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
@@ -24,6 +25,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod resources;
 pub mod serviceaccount;
@@ -45,6 +47,9 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
+    if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
+        spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
+    }
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
 }
