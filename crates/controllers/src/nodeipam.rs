@@ -186,12 +186,21 @@ mod tests {
     fn allocates_first_free_block() {
         let cluster = Ipv4Net::parse(DEFAULT_CLUSTER_CIDR).unwrap();
         let mut used = BTreeSet::new();
-        assert_eq!(next_free(cluster, &used).unwrap().to_string(), "10.42.0.0/24");
+        assert_eq!(
+            next_free(cluster, &used).unwrap().to_string(),
+            "10.42.0.0/24"
+        );
         used.insert("10.42.0.0/24".to_string());
         used.insert("10.42.2.0/24".to_string());
-        assert_eq!(next_free(cluster, &used).unwrap().to_string(), "10.42.1.0/24");
+        assert_eq!(
+            next_free(cluster, &used).unwrap().to_string(),
+            "10.42.1.0/24"
+        );
         used.insert("10.42.1.0/24".to_string());
-        assert_eq!(next_free(cluster, &used).unwrap().to_string(), "10.42.3.0/24");
+        assert_eq!(
+            next_free(cluster, &used).unwrap().to_string(),
+            "10.42.3.0/24"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The `corten` binary: `corten server` runs a whole single-node control plane in one process;
+//! by default with a node agent for this machine; `corten images` imports images offline;
 //! `corten sim-nodes` registers simulated nodes (pods on them are reported Running without
 //! containers, as kwok does) against any cluster.
 
@@ -22,6 +23,45 @@ enum Command {
     Server(ServerArgs),
     /// Runs simulated nodes: pods bound to them are reported Running without containers.
     SimNodes(SimNodesArgs),
+    /// Manages the node's container images (offline import).
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Stops every pod container of a node, its containerd, and unmounts what is left (for
+    /// uninstalling; running pods are killed).
+    Killall(KillallArgs),
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Imports OCI-layout or docker-archive tarballs into the node's containerd (whether or not
+    /// the server is running).
+    Import(ImagesImportArgs),
+    /// Lists the images the node's runtime has.
+    Ls(ImagesLsArgs),
+}
+
+#[derive(clap::Args)]
+struct ImagesImportArgs {
+    /// The tarballs.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The data directory of the node.
+    #[arg(long, default_value = "/var/lib/corten")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ImagesLsArgs {
+    /// The data directory of the node.
+    #[arg(long, default_value = "/var/lib/corten")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct KillallArgs {
+    /// The data directory of the node.
+    #[arg(long, default_value = "/var/lib/corten")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -63,6 +103,16 @@ struct ServerArgs {
     /// Do not run the scheduler.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Do not run a node agent for this machine (the server is then a control plane only).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
+    /// agent's own containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apiserver=debug`.
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -73,6 +123,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server(args),
         Command::SimNodes(args) => sim_nodes(args),
+        Command::Images(cmd) => images(cmd),
+        Command::Killall(args) => {
+            block_on(
+                "info",
+                async move { kubelet::killall(&args.data_dir).await },
+            )
+        }
     }
 }
 
@@ -151,9 +208,31 @@ fn server(args: ServerArgs) -> ExitCode {
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
     };
+    let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
+        node_name: args.node_name.clone().unwrap_or_else(host_name),
+        node_ip: apiserver::primary_address(),
+        data_dir: config.data_dir.clone(),
+        runtime_endpoint: args.container_runtime_endpoint.clone(),
+        cluster_dns: CLUSTER_DNS.into(),
+        cluster_domain: "cluster.local".into(),
+        cluster_cidr: controllers::nodeipam::DEFAULT_CLUSTER_CIDR.into(),
+        agent_port: AGENT_PORT,
+        labels: [
+            (
+                "node-role.kubernetes.io/control-plane".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "node-role.kubernetes.io/master".to_string(),
+                "true".to_string(),
+            ),
+        ]
+        .into(),
+    });
     let components = Components {
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
+        agent,
     };
     let result = runtime.block_on(async move {
         let rx = shutdown_on_signal();
@@ -182,17 +261,143 @@ async fn run_server(
         tasks.spawn(controllers::run(client.clone(), shutdown.clone()));
     }
     if components.scheduler {
-        tasks.spawn(scheduler::run(client, shutdown));
+        tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
+    }
+    if let Some(agent) = components.agent {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = kubelet::run(client, agent, shutdown).await {
+                tracing::error!("node agent: {e:#}");
+            }
+        });
     }
     running.serving.await?;
+    // Give the agent a moment to stop its containerd (containers keep running).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(12), async {
+        while let Some(r) = tasks.join_next().await {
+            let _ = r;
+        }
+    })
+    .await;
     tasks.abort_all();
     Ok(())
+}
+
+/// The cluster DNS service's address (ClusterFirst pods resolve through it).
+const CLUSTER_DNS: &str = "10.43.0.10";
+/// The port of the node agent's HTTPS endpoint (kubelet's).
+const AGENT_PORT: u16 = 10250;
+
+/// This machine's host name, lowercased (a valid Node name).
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .to_lowercase()
+}
+
+/// Runs `fut` on a fresh runtime with logging; prints its error.
+fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_logging(log);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corten: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn images(cmd: ImagesCommand) -> ExitCode {
+    block_on("warn", async move {
+        match cmd {
+            ImagesCommand::Import(args) => {
+                let layout =
+                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                // Use the running node's containerd, or start it for the import.
+                let started = if tokio::net::UnixStream::connect(&layout.socket)
+                    .await
+                    .is_ok()
+                {
+                    None
+                } else {
+                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
+                };
+                let mut result = Ok(());
+                for file in &args.files {
+                    let t = std::time::Instant::now();
+                    match kubelet::images::import(&layout.socket, file).await {
+                        Ok(()) => println!(
+                            "imported {} in {:.2}s",
+                            file.display(),
+                            t.elapsed().as_secs_f64()
+                        ),
+                        Err(e) => {
+                            eprintln!("corten: {e:#}");
+                            result = Err(anyhow::anyhow!("some imports failed"));
+                        }
+                    }
+                }
+                if started.is_some() {
+                    let _ = stop_tx.send(true);
+                    let pid = layout.dir.join("containerd.pid");
+                    for _ in 0..300 {
+                        if !pid.exists() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+                result
+            }
+            ImagesCommand::Ls(args) => {
+                let layout =
+                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let started = if tokio::net::UnixStream::connect(&layout.socket)
+                    .await
+                    .is_ok()
+                {
+                    None
+                } else {
+                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
+                };
+                let cri = kubelet::runtime::Cri::connect(layout.socket.clone())?;
+                let list = kubelet::images::list(&cri).await;
+                if started.is_some() {
+                    let _ = stop_tx.send(true);
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                println!("{:<50} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
+                for (tags, id, size) in list? {
+                    let short = id
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(13)
+                        .collect::<String>();
+                    for tag in if tags.is_empty() {
+                        vec!["<none>".to_string()]
+                    } else {
+                        tags
+                    } {
+                        println!("{tag:<50} {short:<20} {:>9.1}MB", size as f64 / 1e6);
+                    }
+                }
+                Ok(())
+            }
+        }
+    })
 }
 
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
     scheduler: bool,
+    agent: Option<kubelet::AgentConfig>,
 }
 
 async fn wait_for_signal() {

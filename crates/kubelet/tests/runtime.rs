@@ -24,15 +24,24 @@ async fn containerd_starts_answers_cri_and_is_restarted() {
         .trim()
         .parse()
         .unwrap();
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), health.wait_for(|h| matches!(h, RuntimeHealth::Down(_))))
-        .await
-        .expect("the death is noticed")
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), health.wait_for(|h| *h == RuntimeHealth::Up))
-        .await
-        .expect("containerd comes back")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| matches!(h, RuntimeHealth::Down(_))),
+    )
+    .await
+    .expect("the death is noticed")
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        health.wait_for(|h| *h == RuntimeHealth::Up),
+    )
+    .await
+    .expect("containerd comes back")
+    .unwrap();
     assert!(cri.version().await.is_ok());
 
     stop_tx.send(true).unwrap();
@@ -44,5 +53,8 @@ async fn containerd_starts_answers_cri_and_is_restarted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!layout.dir.join("containerd.pid").exists());
-    let _ = std::process::Command::new("umount").arg("-R").arg(dir.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg("-R")
+        .arg(dir.path())
+        .status();
 }

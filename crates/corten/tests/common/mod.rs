@@ -17,6 +17,7 @@ pub struct Cluster {
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    agent: bool,
 }
 
 /// A free TCP port on loopback.
@@ -33,16 +34,66 @@ impl Cluster {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra command-line flags.
+    /// Starts a server (control plane only: no node agent) with extra command-line flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        let mut flags = vec!["--disable-agent"];
+        flags.extend_from_slice(extra);
+        Self::launch(&flags, false)
+    }
+
+    /// Starts a server with its node agent (real containerd; the test images imported) and
+    /// waits until the node is Ready. Dropping it kills every pod container it started.
+    pub fn start_with_agent(extra: &[&str]) -> Self {
+        let c = Self::launch(extra, true);
+        c.wait_node_ready();
+        c
+    }
+
+    fn launch(extra: &[&str], agent: bool) -> Self {
         let mut c = Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            agent,
         };
+        if agent {
+            let images = c.dir.path().join("agent/images");
+            std::fs::create_dir_all(&images).expect("images dir");
+            for name in ["pause", "busybox", "nginx"] {
+                let src = test_images_dir().join(format!("{name}.tar"));
+                assert!(
+                    src.exists(),
+                    "{} missing: run scripts/images.sh first",
+                    src.display()
+                );
+                std::fs::copy(&src, images.join(format!("{name}.tar"))).expect("copy image");
+            }
+        }
         c.spawn();
         c
+    }
+
+    /// Waits until the agent's node reports Ready.
+    pub fn wait_node_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self.try_kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if String::from_utf8_lossy(&out.stdout).contains("True") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node not Ready in 90s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn spawn(&mut self) {
@@ -223,7 +274,23 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
+        if self.agent {
+            // Containers outlive the server by design: remove them, their network and mounts.
+            let _ = Command::new(env!("CARGO_BIN_EXE_corten"))
+                .args(["killall", "--data-dir"])
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
+}
+
+/// Where `scripts/images.sh` leaves the test images (`CORTEN_TEST_IMAGES` overrides).
+pub fn test_images_dir() -> PathBuf {
+    std::env::var_os("CORTEN_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/images"))
 }
 
 /// An HTTP answer from [`Cluster::curl`].

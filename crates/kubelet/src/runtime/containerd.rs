@@ -68,6 +68,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [ttrpc]
   address = "{sock}.ttrpc"
 
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{SANDBOX_IMAGE}"
   restrict_oom_score_adj = true
@@ -219,7 +222,10 @@ async fn stop_leftover(layout: &Layout) {
 }
 
 async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await

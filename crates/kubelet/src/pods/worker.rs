@@ -1,0 +1,933 @@
+//! One pod's worker: brings the runtime in line with the pod spec, again and again (on every
+//! change of the pod, probe verdict, or once a second), and writes the pod's status.
+//!
+//! A sync: volumes, then the sandbox, then init containers in order, then the containers, each
+//! restarted per restartPolicy with exponential back-off (10 s doubling to 5 min, reset after
+//! 10 minutes of running); probes per running container. A pod being deleted is terminated
+//! gracefully (preStop, SIGTERM, grace period, SIGKILL) and then removed from the API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use tokio::sync::{Notify, watch};
+
+use super::container::{EnvContext, check_non_root, container_config, resolve_env};
+use super::probes::{self, ProbeHandle, ProbeTarget};
+use super::sandbox::{LABEL_CONTAINER_NAME, LABEL_POD_UID, sandbox_config};
+use super::status::{ContainerView, PodFacts, is, pod_status};
+use super::{Shared, hooks, volumes};
+use crate::events::{Kind, container_path};
+use crate::runtime::cri;
+
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+struct Backoff {
+    delay: Duration,
+}
+
+/// The worker of one pod (by UID).
+pub struct Worker {
+    shared: Arc<Shared>,
+    uid: String,
+    pod: watch::Receiver<Option<Pod>>,
+    wake: Arc<Notify>,
+    probes: HashMap<String, ProbeHandle>,
+    backoff: HashMap<String, Backoff>,
+    waiting: HashMap<String, (String, String)>,
+    first_seen: Time,
+    last_status: Option<serde_json::Value>,
+    last_mount_error: Option<String>,
+}
+
+enum Step {
+    /// Keep going (wait for the next wake-up).
+    Continue,
+    /// The pod is gone and cleaned up: the worker ends.
+    Done,
+}
+
+impl Worker {
+    /// A worker fed the pod's latest version through `pod` (`None` once the API has no pod).
+    pub fn new(shared: Arc<Shared>, uid: String, pod: watch::Receiver<Option<Pod>>) -> Self {
+        Self {
+            shared,
+            uid,
+            pod,
+            wake: Arc::new(Notify::new()),
+            probes: HashMap::new(),
+            backoff: HashMap::new(),
+            waiting: HashMap::new(),
+            first_seen: Time(
+                jiff::Timestamp::now()
+                    .round(jiff::Unit::Second)
+                    .unwrap_or(jiff::Timestamp::now()),
+            ),
+            last_status: None,
+            last_mount_error: None,
+        }
+    }
+
+    /// Runs until the pod is gone and its runtime objects are removed.
+    pub async fn run(mut self) {
+        loop {
+            let pod = self.pod.borrow_and_update().clone();
+            let step = match pod {
+                Some(p) => self.sync(&p).await,
+                None => {
+                    self.remove_everything(Duration::from_secs(2), None).await;
+                    Step::Done
+                }
+            };
+            if let Step::Done = step {
+                return;
+            }
+            let wake = self.wake.clone();
+            tokio::select! {
+                r = self.pod.changed() => if r.is_err() {
+                    // The manager dropped us (shutdown): leave the containers running.
+                    return;
+                },
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Step {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return self.terminate_and_delete(pod).await;
+        }
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            self.probes.clear();
+            self.stop_sandboxes().await;
+            return Step::Continue;
+        }
+        if let Err(e) = self.sync_running(pod).await {
+            tracing::warn!(pod = %pod.name_any(), "sync: {e:#}");
+        }
+        Step::Continue
+    }
+
+    async fn sync_running(&mut self, pod: &Pod) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        // Volumes first: a pod whose volumes cannot be set up does not start.
+        let env_ctx = EnvContext {
+            client: &shared.client,
+            host_ip: &shared.node_ip,
+            pod_ip: "",
+            node_allocatable: shared.allocatable,
+        };
+        let volumes = match volumes::prepare(&shared.pods_dir, pod, &env_ctx).await {
+            Ok(v) => {
+                self.last_mount_error = None;
+                v
+            }
+            Err(e) => {
+                if self.last_mount_error.as_deref() != Some(&e.0) {
+                    shared
+                        .events
+                        .pod(pod, None, Kind::Warning, "FailedMount", e.0.clone());
+                    self.last_mount_error = Some(e.0);
+                }
+                self.write_status(pod, None, false, &[], &[]).await;
+                return Ok(());
+            }
+        };
+        // The sandbox.
+        let (sandbox_id, sandbox_cfg, pod_ip) = match self.ensure_sandbox(pod).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared.events.pod(
+                    pod,
+                    None,
+                    Kind::Warning,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                self.write_status(pod, None, false, &[], &[]).await;
+                return Ok(());
+            }
+        };
+        let env_ctx = EnvContext {
+            pod_ip: &pod_ip,
+            ..env_ctx
+        };
+        let by_name = self.containers_by_name().await?;
+        let ctx = StartCtx {
+            sandbox_id: &sandbox_id,
+            sandbox_cfg: &sandbox_cfg,
+            volumes: &volumes,
+            env: &env_ctx,
+        };
+        // Init containers, in order; each must succeed before the next.
+        let mut init_done = true;
+        for c in spec.init_containers.iter().flatten() {
+            let latest = by_name.get(&c.name).and_then(|v| v.first());
+            match latest {
+                None => {
+                    self.start(pod, c, 0, true, &ctx).await;
+                    init_done = false;
+                }
+                Some(s) if is(s, cri::ContainerState::ContainerExited) && s.exit_code == 0 => {
+                    continue;
+                }
+                Some(s) if is(s, cri::ContainerState::ContainerExited) => {
+                    if policy != "Never" && self.may_restart(pod, c, s) {
+                        let attempt = attempt_of(s) + 1;
+                        self.start(pod, c, attempt, true, &ctx).await;
+                    }
+                    init_done = false;
+                }
+                Some(s) if is(s, cri::ContainerState::ContainerCreated) => {
+                    self.start_created(pod, c, s, true).await;
+                    init_done = false;
+                }
+                Some(_) => init_done = false,
+            }
+            break;
+        }
+        if init_done {
+            for c in &spec.containers {
+                let latest = by_name.get(&c.name).and_then(|v| v.first()).cloned();
+                match latest {
+                    None => self.start(pod, c, 0, false, &ctx).await,
+                    Some(s) if is(&s, cri::ContainerState::ContainerRunning) => {
+                        self.check_probes(pod, c, &s, &pod_ip).await;
+                    }
+                    Some(s) if is(&s, cri::ContainerState::ContainerExited) => {
+                        self.probes.remove(&c.name);
+                        let restart = match policy.as_str() {
+                            "Always" => true,
+                            "OnFailure" => s.exit_code != 0,
+                            _ => false,
+                        };
+                        if restart && self.may_restart(pod, c, &s) {
+                            self.start(pod, c, attempt_of(&s) + 1, false, &ctx).await;
+                        }
+                    }
+                    Some(s) if is(&s, cri::ContainerState::ContainerCreated) => {
+                        self.start_created(pod, c, &s, false).await;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let by_name = self.containers_by_name().await?;
+        let views = |list: &[Container]| -> Vec<ContainerView> {
+            list.iter()
+                .map(|c| {
+                    let mut all = by_name
+                        .get(&c.name)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter();
+                    let current = all.next();
+                    let previous = all.next();
+                    let probes = self.probes.get(&c.name).map(|p| p.get());
+                    let running = current
+                        .as_ref()
+                        .is_some_and(|s| is(s, cri::ContainerState::ContainerRunning));
+                    let waiting = self.waiting.get(&c.name).cloned().filter(|_| !running);
+                    ContainerView {
+                        name: c.name.clone(),
+                        image: c.image.clone().unwrap_or_default(),
+                        ready: running && probes.as_ref().is_none_or(|p| p.ready),
+                        started: running && probes.as_ref().is_none_or(|p| p.started),
+                        current,
+                        previous,
+                        waiting,
+                    }
+                })
+                .collect()
+        };
+        let init_views = views(spec.init_containers.as_deref().unwrap_or_default());
+        let app_views = views(&spec.containers);
+        let phase = self
+            .write_status(pod, Some(pod_ip.clone()), true, &init_views, &app_views)
+            .await;
+        if phase == "Succeeded" || phase == "Failed" {
+            self.probes.clear();
+            self.stop_sandboxes().await;
+        }
+        Ok(())
+    }
+
+    /// Whether an exited container may start again now (back-off); records CrashLoopBackOff
+    /// when it may not.
+    fn may_restart(&mut self, pod: &Pod, c: &Container, s: &cri::ContainerStatus) -> bool {
+        let finished = system_time(s.finished_at);
+        let ran = Duration::from_nanos((s.finished_at - s.started_at).max(0) as u64);
+        if ran >= BACKOFF_RESET {
+            self.backoff.remove(&c.name);
+        }
+        let now = SystemTime::now();
+        match self.backoff.get_mut(&c.name) {
+            None => {
+                self.backoff.insert(
+                    c.name.clone(),
+                    Backoff {
+                        delay: BACKOFF_START,
+                    },
+                );
+                true
+            }
+            Some(b) => {
+                if now < finished + b.delay {
+                    let message = format!(
+                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        b.delay.as_secs(),
+                        c.name,
+                        pod.name_any(),
+                        pod.namespace().unwrap_or_default(),
+                        self.uid
+                    );
+                    if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
+                        self.shared.events.pod(
+                            pod,
+                            container_path(&c.name, false),
+                            Kind::Warning,
+                            "BackOff",
+                            format!(
+                                "Back-off restarting failed container {} in pod {}_{}({})",
+                                c.name,
+                                pod.name_any(),
+                                pod.namespace().unwrap_or_default(),
+                                self.uid
+                            ),
+                        );
+                    }
+                    self.waiting
+                        .insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
+                    false
+                } else {
+                    b.delay = (b.delay * 2).min(BACKOFF_MAX);
+                    true
+                }
+            }
+        }
+    }
+
+    async fn check_probes(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        s: &cri::ContainerStatus,
+        pod_ip: &str,
+    ) {
+        let has_probes =
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
+        if !has_probes {
+            return;
+        }
+        let stale = self
+            .probes
+            .get(&c.name)
+            .is_none_or(|p| p.container_id != s.id);
+        if stale {
+            self.probes.insert(
+                c.name.clone(),
+                probes::start(ProbeTarget {
+                    cri: self.shared.cri.clone(),
+                    container_id: s.id.clone(),
+                    pod_ip: pod_ip.to_string(),
+                    pod: pod.clone(),
+                    container: c.clone(),
+                    events: self.shared.events.clone(),
+                    wake: self.wake.clone(),
+                }),
+            );
+            return;
+        }
+        let failed = self.probes.get(&c.name).and_then(|p| p.get().failed);
+        if let Some(why) = failed {
+            self.probes.remove(&c.name);
+            self.shared.events.pod(
+                pod,
+                container_path(&c.name, false),
+                Kind::Normal,
+                "Killing",
+                format!("Container {} {why}", c.name),
+            );
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            hooks::pre_stop(
+                &self.shared,
+                pod,
+                c,
+                &s.id,
+                pod_ip,
+                Duration::from_secs(grace as u64),
+            )
+            .await;
+            let _ = self
+                .shared
+                .cri
+                .runtime
+                .clone()
+                .stop_container(cri::StopContainerRequest {
+                    container_id: s.id.clone(),
+                    timeout: grace,
+                })
+                .await;
+        }
+    }
+
+    async fn ensure_sandbox(
+        &mut self,
+        pod: &Pod,
+    ) -> anyhow::Result<(String, cri::PodSandboxConfig, String)> {
+        let mut rt = self.shared.cri.runtime.clone();
+        let mut sandboxes = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        if let Some(s) = sandboxes
+            .iter()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+        {
+            let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
+            let cfg = sandbox_config(pod, attempt, &self.shared.logs_dir, &self.shared.dns);
+            let ip = self.sandbox_ip(&s.id).await;
+            return Ok((s.id.clone(), cfg, ip));
+        }
+        let attempt = sandboxes
+            .first()
+            .and_then(|s| s.metadata.as_ref())
+            .map_or(0, |m| m.attempt + 1);
+        for old in &sandboxes {
+            let _ = rt
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: old.id.clone(),
+                })
+                .await;
+        }
+        let cfg = sandbox_config(pod, attempt, &self.shared.logs_dir, &self.shared.dns);
+        std::fs::create_dir_all(&cfg.log_directory)?;
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner()
+            .pod_sandbox_id;
+        let ip = self.sandbox_ip(&id).await;
+        Ok((id, cfg, ip))
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> String {
+        let status = self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status);
+        let ip = status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        if ip.is_empty() {
+            // hostNetwork pods have the node's address.
+            self.shared.node_ip.clone()
+        } else {
+            ip
+        }
+    }
+
+    /// The pod's runtime containers by name, newest attempt first, with full status.
+    async fn containers_by_name(
+        &self,
+    ) -> anyhow::Result<HashMap<String, Vec<cri::ContainerStatus>>> {
+        let mut rt = self.shared.cri.runtime.clone();
+        let list = rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
+        for c in list {
+            let name = c
+                .labels
+                .get(LABEL_CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            by_name.entry(name).or_default().push(c);
+        }
+        let mut out = HashMap::new();
+        for (name, mut list) in by_name {
+            list.sort_by_key(|c| {
+                std::cmp::Reverse((c.metadata.as_ref().map_or(0, |m| m.attempt), c.created_at))
+            });
+            let mut statuses = Vec::new();
+            for c in list.into_iter().take(2) {
+                if let Ok(r) = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: c.id.clone(),
+                        verbose: false,
+                    })
+                    .await
+                    && let Some(s) = r.into_inner().status
+                {
+                    statuses.push(s);
+                }
+            }
+            out.insert(name, statuses);
+        }
+        Ok(out)
+    }
+
+    /// Pulls if needed, creates and starts container `c`; failures become the container's
+    /// waiting reason and an event.
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        init: bool,
+        ctx: &StartCtx<'_>,
+    ) {
+        let path = container_path(&c.name, init);
+        let events = self.shared.events.clone();
+        let image_uid = match super::images::ensure(&self.shared, pod, c, path.clone()).await {
+            Ok(uid) => uid,
+            Err((reason, message)) => {
+                self.waiting.insert(c.name.clone(), (reason, message));
+                return;
+            }
+        };
+        let env = match resolve_env(pod, c, ctx.env).await {
+            Ok(e) => e,
+            Err(e) => {
+                events.pod(
+                    pod,
+                    path,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {}", e.0),
+                );
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
+                return;
+            }
+        };
+        if let Err(e) = check_non_root(pod, c, image_uid) {
+            events.pod(
+                pod,
+                path,
+                Kind::Warning,
+                "Failed",
+                format!("Error: {}", e.0),
+            );
+            self.waiting
+                .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
+            return;
+        }
+        let mut mounts = match volumes::container_mounts(c, ctx.volumes, pod) {
+            Ok(m) => m,
+            Err(e) => {
+                events.pod(
+                    pod,
+                    path,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {}", e.0),
+                );
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
+                return;
+            }
+        };
+        if let Some(m) = self.termination_log(c, attempt) {
+            mounts.push(m);
+        }
+        let config = container_config(pod, c, attempt, env, mounts);
+        let mut rt = self.shared.cri.runtime.clone();
+        let created = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: ctx.sandbox_id.to_string(),
+                config: Some(config),
+                sandbox_config: Some(ctx.sandbox_cfg.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(s) => {
+                let message = s.message().to_string();
+                events.pod(
+                    pod,
+                    path,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerError".into(), message));
+                return;
+            }
+        };
+        events.pod(
+            pod,
+            path.clone(),
+            Kind::Normal,
+            "Created",
+            format!("Created container {}", c.name),
+        );
+        self.start_id(pod, c, &id, init).await;
+    }
+
+    async fn start_created(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        s: &cri::ContainerStatus,
+        init: bool,
+    ) {
+        self.start_id(pod, c, &s.id, init).await;
+    }
+
+    async fn start_id(&mut self, pod: &Pod, c: &Container, id: &str, init: bool) {
+        let path = container_path(&c.name, init);
+        let started = self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await;
+        match started {
+            Ok(_) => {
+                self.waiting.remove(&c.name);
+                self.shared.events.pod(
+                    pod,
+                    path,
+                    Kind::Normal,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+                if let Err(why) = hooks::post_start(&self.shared, pod, c, id).await {
+                    self.shared.events.pod(
+                        pod,
+                        container_path(&c.name, init),
+                        Kind::Warning,
+                        "FailedPostStartHook",
+                        why,
+                    );
+                    let _ = self
+                        .shared
+                        .cri
+                        .runtime
+                        .clone()
+                        .stop_container(cri::StopContainerRequest {
+                            container_id: id.to_string(),
+                            timeout: 0,
+                        })
+                        .await;
+                }
+            }
+            Err(s) => {
+                let message = s.message().to_string();
+                self.shared.events.pod(
+                    pod,
+                    path,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                self.waiting
+                    .insert(c.name.clone(), ("RunContainerError".into(), message));
+                // A container that cannot start is removed so that the next sync recreates it.
+                let _ = self
+                    .shared
+                    .cri
+                    .runtime
+                    .clone()
+                    .remove_container(cri::RemoveContainerRequest {
+                        container_id: id.to_string(),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// The file behind the container's terminationMessagePath.
+    fn termination_log(&self, c: &Container, attempt: u32) -> Option<cri::Mount> {
+        let target = c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        let dir = volumes::pod_dir(&self.shared.pods_dir, &self.uid)
+            .join("containers")
+            .join(&c.name);
+        std::fs::create_dir_all(&dir).ok()?;
+        let file = dir.join(attempt.to_string());
+        std::fs::write(&file, b"").ok()?;
+        Some(cri::Mount {
+            container_path: target,
+            host_path: file.to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// Writes the status when it changed; returns the phase.
+    async fn write_status(
+        &mut self,
+        pod: &Pod,
+        pod_ip: Option<String>,
+        sandbox_ready: bool,
+        init: &[ContainerView],
+        app: &[ContainerView],
+    ) -> String {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let default_views = |list: &[Container]| -> Vec<ContainerView> {
+            list.iter()
+                .map(|c| ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    waiting: self.waiting.get(&c.name).cloned(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let (init, app) = if app.is_empty() {
+            (
+                default_views(spec.init_containers.as_deref().unwrap_or_default()),
+                default_views(&spec.containers),
+            )
+        } else {
+            (init.to_vec(), app.to_vec())
+        };
+        let facts = PodFacts {
+            pod,
+            pod_ip: pod_ip.filter(|ip| !ip.is_empty()),
+            host_ip: self.shared.node_ip.clone(),
+            start_time: self.first_seen.clone(),
+            sandbox_ready,
+        };
+        let status = pod_status(&facts, &init, &app);
+        let phase = status.phase.clone().unwrap_or_default();
+        let value = serde_json::json!({"status": status});
+        if self.last_status.as_ref() == Some(&value) {
+            return phase;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        match api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&value),
+            )
+            .await
+        {
+            Ok(_) => self.last_status = Some(value),
+            Err(e) => tracing::debug!(pod = %pod.name_any(), "status update: {e}"),
+        }
+        phase
+    }
+
+    async fn stop_sandboxes(&self) {
+        let mut rt = self.shared.cri.runtime.clone();
+        let Ok(list) = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+        else {
+            return;
+        };
+        for s in list.into_inner().items {
+            if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                let _ = rt
+                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: s.id,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn terminate_and_delete(&mut self, pod: &Pod) -> Step {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30)
+            .max(0);
+        self.remove_everything(Duration::from_secs(grace as u64), Some(pod))
+            .await;
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&pod.name_any(), &params).await {
+            Ok(_) => Step::Done,
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Step::Done,
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), "deleting the pod object: {e}");
+                Step::Continue
+            }
+        }
+    }
+
+    /// Stops every container (preStop hooks, then the stop signal, SIGKILL after `grace`),
+    /// removes the sandboxes, volumes and logs of the pod.
+    async fn remove_everything(&mut self, grace: Duration, pod: Option<&Pod>) {
+        self.probes.clear();
+        let mut rt = self.shared.cri.runtime.clone();
+        let containers = rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|r| r.into_inner().containers)
+            .unwrap_or_default();
+        let mut stops = tokio::task::JoinSet::new();
+        for c in containers
+            .into_iter()
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+        {
+            let name = c
+                .labels
+                .get(LABEL_CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let shared = self.shared.clone();
+            let pod = pod.cloned();
+            stops.spawn(async move {
+                let started = tokio::time::Instant::now();
+                if let Some(pod) = &pod {
+                    let spec_c = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.iter().find(|x| x.name == name))
+                        .cloned();
+                    shared.events.pod(
+                        pod,
+                        container_path(&name, false),
+                        Kind::Normal,
+                        "Killing",
+                        format!("Stopping container {name}"),
+                    );
+                    if let Some(spec_c) = spec_c {
+                        let ip = pod
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.pod_ip.clone())
+                            .unwrap_or_default();
+                        hooks::pre_stop(&shared, pod, &spec_c, &c.id, &ip, grace).await;
+                    }
+                }
+                let left = grace.saturating_sub(started.elapsed());
+                let _ = shared
+                    .cri
+                    .runtime
+                    .clone()
+                    .stop_container(cri::StopContainerRequest {
+                        container_id: c.id.clone(),
+                        timeout: left.as_secs() as i64,
+                    })
+                    .await;
+            });
+        }
+        while stops.join_next().await.is_some() {}
+        if let Ok(list) = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+        {
+            for s in list.into_inner().items {
+                let _ = rt
+                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: s.id.clone(),
+                    })
+                    .await;
+                let _ = rt
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: s.id,
+                    })
+                    .await;
+            }
+        }
+        volumes::teardown(&self.shared.pods_dir, &self.uid);
+        super::remove_logs_of(&self.shared.logs_dir, &self.uid);
+    }
+}
+
+struct StartCtx<'a> {
+    sandbox_id: &'a str,
+    sandbox_cfg: &'a cri::PodSandboxConfig,
+    volumes: &'a HashMap<String, std::path::PathBuf>,
+    env: &'a EnvContext<'a>,
+}
+
+fn attempt_of(s: &cri::ContainerStatus) -> u32 {
+    s.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
+}
