@@ -11,7 +11,9 @@
 //! - `/exec/...`, `/attach/...` and `/portForward/...` answer an upgrade with `101 Switching
 //!   Protocols` (WebSocket: `Sec-WebSocket-Accept` and the first offered subprotocol; SPDY: the
 //!   first `X-Stream-Protocol-Version`), then write one JSON line describing the request and
-//!   echo every byte back. (A real agent speaks the channel protocols instead of echoing.)
+//!   echo every byte back, except for `exec` into the pod `shell` over WebSocket, which
+//!   speaks just enough of `v5.channel.k8s.io` for `kubectl exec shell -- echo ...`: the
+//!   arguments on stdout (channel 1), a `Success` Status on the error channel (3), a close.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,7 +302,23 @@ fn upgrade(req: &mut Request<Incoming>, path_and_query: String) -> Response<Body
             HeaderValue::from_str(p).expect("protocol"),
         );
     }
-    let on_upgrade = hyper::upgrade::on(req);
+    let on_upgrade = hyper::upgrade::on(&mut *req);
+    let shell = path_and_query.starts_with("/exec/default/shell/")
+        && upgrade.eq_ignore_ascii_case("websocket");
+    if shell {
+        let args: Vec<String> = url_pairs(req.uri().query().unwrap_or(""))
+            .into_iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v)
+            .collect();
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            run_echo(TokioIo::new(upgraded), &args).await;
+        });
+        return resp;
+    }
     let description = serde_json::json!({
         "pathAndQuery": path_and_query,
         "streamProtocols": stream_protocols,
@@ -330,6 +348,77 @@ fn upgrade(req: &mut Request<Incoming>, path_and_query: String) -> Response<Body
         let _ = io.shutdown().await;
     });
     resp
+}
+
+/// Runs `echo ARGS...` for kubectl over `v5.channel.k8s.io`: one binary WebSocket message per
+/// channel write (first byte: the channel), then a close.
+async fn run_echo(mut io: TokioIo<hyper::upgrade::Upgraded>, args: &[String]) {
+    let stdout = match args.split_first() {
+        Some((cmd, rest)) if cmd == "echo" => format!("{}\n", rest.join(" ")),
+        _ => format!("fake agent: cannot run {args:?}\n"),
+    };
+    let status = br#"{"metadata":{},"status":"Success"}"#;
+    let mut out = ws_frame(0x2, &[&[1u8][..], stdout.as_bytes()].concat());
+    out.extend(ws_frame(0x2, &[&[3u8][..], &status[..]].concat()));
+    out.extend(ws_frame(0x8, &1000u16.to_be_bytes()));
+    if io.write_all(&out).await.is_err() {
+        return;
+    }
+    // The client answers the close (or goes); then the server closes the connection.
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
+    let _ = io.shutdown().await;
+}
+
+/// An unmasked (server-to-client) WebSocket frame.
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend((n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Decoded query pairs (`+` and `%XX`).
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        let bytes = s.as_bytes();
+        let mut out = vec![];
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// RFC 6455's `Sec-WebSocket-Accept` for a key.

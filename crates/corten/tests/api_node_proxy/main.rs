@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// A cluster with node `node-1` served by a fake agent, and pods bound to it: `web` (one
-/// container, `app`) and `multi` (containers `a`, `b` and `broken`).
+/// container, `app`), `multi` (containers `a`, `b` and `broken`) and `shell` (exec runs echo).
 fn cluster_with_agent() -> (Cluster, FakeAgent) {
     let c = Cluster::start();
     let creds = c.node_credentials("node-1", &["127.0.0.1"]);
@@ -45,6 +45,13 @@ metadata: {name: multi, namespace: default}
 spec:
   nodeName: node-1
   containers: [{name: a, image: busybox}, {name: b, image: busybox}, {name: broken, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shell, namespace: default}
+spec:
+  nodeName: node-1
+  containers: [{name: sh, image: busybox}]
 "#,
     );
     (c, agent)
@@ -329,6 +336,17 @@ fn exec_attach_and_portforward_upgrades_reach_the_agent() {
     let methods: Vec<String> = agent.seen().into_iter().map(|s| s.method).collect();
     assert_eq!(methods, ["GET", "POST", "POST"]);
     assert_eq!(agent.refused_peers(), 0);
+}
+
+#[test]
+fn kubectl_exec_runs_through_the_api_server() {
+    let (c, agent) = cluster_with_agent();
+    let out = c.kubectl(&["exec", "shell", "--", "echo", "hello", "from the agent"]);
+    assert_eq!(out, "hello from the agent\n");
+    assert_eq!(
+        agent.last(),
+        "/exec/default/shell/sh?command=echo&command=hello&command=from+the+agent&error=1&output=1"
+    );
 }
 
 #[test]
