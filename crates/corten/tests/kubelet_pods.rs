@@ -55,7 +55,11 @@ fn output(c: &Cluster, pod: &str, container: &str) -> String {
 
 fn apply(c: &Cluster, yaml: &str) {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], yaml);
-    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn running(c: &Cluster, pod: &str) -> bool {
@@ -68,11 +72,18 @@ fn a_pod_runs_serves_and_is_removed_without_leaks() {
     let node = c.get_json(&["get", "nodes"]);
     let node = &node["items"][0];
     assert_eq!(node["status"]["capacity"]["pods"], "110");
-    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
-        .as_str()
-        .unwrap()
-        .starts_with("containerd://"));
-    assert!(node["spec"]["podCIDR"].as_str().unwrap().starts_with("10.42."));
+    assert!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://")
+    );
+    assert!(
+        node["spec"]["podCIDR"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.42.")
+    );
     let lease = c.kubectl(&["get", "lease", "-n", "kube-node-lease", "-o", "name"]);
     assert!(lease.contains("lease"), "{lease}");
 
@@ -93,7 +104,11 @@ spec:
         ),
     );
     wait_for("web Ready", 60, || {
-        jsonpath(&c, "web", "{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+        jsonpath(
+            &c,
+            "web",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
     });
     let pod = c.get_json(&["get", "pod", "web"]);
     let status = &pod["status"];
@@ -107,11 +122,26 @@ spec:
     assert_eq!(cs["ready"], true);
     assert_eq!(cs["started"], true);
     assert_eq!(cs["restartCount"], 0);
-    assert!(cs["containerID"].as_str().unwrap().starts_with("containerd://"));
+    assert!(
+        cs["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://")
+    );
     assert!(cs["imageID"].as_str().unwrap().contains("sha256:"));
     assert!(cs["state"]["running"]["startedAt"].as_str().is_some());
-    for t in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"] {
-        let s = jsonpath(&c, "web", &format!("{{.status.conditions[?(@.type==\"{t}\")].status}}"));
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
+        let s = jsonpath(
+            &c,
+            "web",
+            &format!("{{.status.conditions[?(@.type==\"{t}\")].status}}"),
+        );
         assert_eq!(s, "True", "condition {t}");
     }
     // Host to pod traffic.
@@ -120,15 +150,27 @@ spec:
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Welcome to nginx!"));
-    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=web"]);
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+    ]);
     for reason in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "{reason} missing in {events}");
     }
     let wide = c.kubectl(&["get", "pod", "web", "-o", "wide"]);
-    assert!(wide.contains("1/1") && wide.contains("Running") && wide.contains(&ip), "{wide}");
+    assert!(
+        wide.contains("1/1") && wide.contains("Running") && wide.contains(&ip),
+        "{wide}"
+    );
 
     c.kubectl(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
-    assert!(c.try_kubectl(&["get", "pod", "web"]).stderr.starts_with(b"Error from server (NotFound)"));
+    assert!(
+        c.try_kubectl(&["get", "pod", "web"])
+            .stderr
+            .starts_with(b"Error from server (NotFound)")
+    );
     assert_no_pod_leftovers(&c);
 }
 
@@ -153,7 +195,10 @@ fn assert_no_pod_leftovers(c: &Cluster) {
     let left: Vec<&str> = mounts
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&*prefix) && (p.contains("/pods/") || p.contains("sandboxes") || p.contains("rootfs")))
+        .filter(|p| {
+            p.starts_with(&*prefix)
+                && (p.contains("/pods/") || p.contains("sandboxes") || p.contains("rootfs"))
+        })
         .collect();
     assert!(left.is_empty(), "mounts left: {left:?}");
 }
@@ -241,7 +286,9 @@ spec:
         ),
     );
     wait_for("full Running", 60, || running(&c, "full"));
-    wait_for("the container's report", 30, || output(&c, "full", "main").contains("live="));
+    wait_for("the container's report", 30, || {
+        output(&c, "full", "main").contains("live=")
+    });
     let out = output(&c, "full", "main");
     let ip = jsonpath(&c, "full", "{.status.podIP}");
     for expected in [
@@ -274,8 +321,16 @@ spec:
     assert_eq!(init[0]["state"]["terminated"]["reason"], "Completed");
     assert_eq!(init[1]["state"]["terminated"]["exitCode"], 0);
     // A ConfigMap update reaches the running pod.
-    c.kubectl(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"bonjour"}}"#]);
-    wait_for("the update in the pod", 60, || output(&c, "full", "main").contains("live=bonjour"));
+    c.kubectl(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    wait_for("the update in the pod", 60, || {
+        output(&c, "full", "main").contains("live=bonjour")
+    });
     // A missing ConfigMap: the container waits with CreateContainerConfigError.
     apply(
         &c,
@@ -284,10 +339,20 @@ spec:
         ),
     );
     wait_for("CreateContainerConfigError", 30, || {
-        jsonpath(&c, "broken", "{.status.containerStatuses[0].state.waiting.reason}")
-            == "CreateContainerConfigError"
+        jsonpath(
+            &c,
+            "broken",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CreateContainerConfigError"
     });
-    c.kubectl(&["delete", "pod", "full", "broken", "--wait=true", "--timeout=60s"]);
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "full",
+        "broken",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     assert_no_pod_leftovers(&c);
 }
 
@@ -332,8 +397,16 @@ spec:
             .unwrap_or(0)
             >= 1
     });
-    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=live"]);
-    assert!(events.contains("Unhealthy") && events.contains("Liveness probe failed"), "{events}");
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+    ]);
+    assert!(
+        events.contains("Unhealthy") && events.contains("Liveness probe failed"),
+        "{events}"
+    );
     assert!(events.contains("Killing"), "{events}");
 }
 
@@ -370,10 +443,16 @@ spec:
         ),
     );
     wait_for("OOMKilled", 60, || {
-        jsonpath(&c, "oom", "{.status.containerStatuses[0].state.terminated.reason}") == "OOMKilled"
+        jsonpath(
+            &c,
+            "oom",
+            "{.status.containerStatuses[0].state.terminated.reason}",
+        ) == "OOMKilled"
     });
     assert_eq!(jsonpath(&c, "oom", "{.status.phase}"), "Failed");
-    wait_for("done Succeeded", 60, || jsonpath(&c, "done", "{.status.phase}") == "Succeeded");
+    wait_for("done Succeeded", 60, || {
+        jsonpath(&c, "done", "{.status.phase}") == "Succeeded"
+    });
     // Restarts: the first at once, then 10 s, then 20 s apart (upstream's back-off).
     wait_for("three restarts", 90, || {
         jsonpath(&c, "crash", "{.status.containerStatuses[0].restartCount}")
@@ -382,12 +461,20 @@ spec:
             >= 3
     });
     wait_for("CrashLoopBackOff", 30, || {
-        jsonpath(&c, "crash", "{.status.containerStatuses[0].state.waiting.reason}") == "CrashLoopBackOff"
+        jsonpath(
+            &c,
+            "crash",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CrashLoopBackOff"
     });
     let get = c.kubectl(&["get", "pod", "crash"]);
     assert!(get.contains("CrashLoopBackOff"), "{get}");
     assert_eq!(
-        jsonpath(&c, "crash", "{.status.containerStatuses[0].lastState.terminated.exitCode}"),
+        jsonpath(
+            &c,
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
         "3"
     );
     // The start times of the attempts, from the runtime's log files (one per attempt).
@@ -395,7 +482,11 @@ spec:
     let dir = std::fs::read_dir(&logs)
         .unwrap()
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("default_crash_"))
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("default_crash_")
+        })
         .unwrap()
         .path()
         .join("c");
@@ -406,9 +497,22 @@ spec:
     };
     let (t0, t1, t2, t3) = (started(0), started(1), started(2), started(3));
     assert!(t1 - t0 < 5.0, "first restart at once: {}", t1 - t0);
-    assert!((9.0..16.0).contains(&(t2 - t1)), "second after 10 s: {}", t2 - t1);
-    assert!((19.0..27.0).contains(&(t3 - t2)), "third after 20 s: {}", t3 - t2);
-    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=crash"]);
+    assert!(
+        (9.0..16.0).contains(&(t2 - t1)),
+        "second after 10 s: {}",
+        t2 - t1
+    );
+    assert!(
+        (19.0..27.0).contains(&(t3 - t2)),
+        "third after 20 s: {}",
+        t3 - t2
+    );
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=crash",
+    ]);
     assert!(events.contains("BackOff"), "{events}");
 }
 
@@ -446,18 +550,28 @@ spec:
             dir = host_dir.display()
         ),
     );
-    wait_for("both Running", 60, || running(&c, "polite") && running(&c, "stubborn"));
+    wait_for("both Running", 60, || {
+        running(&c, "polite") && running(&c, "stubborn")
+    });
     wait_for("started", 10, || {
-        std::fs::read_to_string(host_dir.join("log")).unwrap_or_default().contains("started")
+        std::fs::read_to_string(host_dir.join("log"))
+            .unwrap_or_default()
+            .contains("started")
     });
     c.kubectl(&["delete", "pod", "polite", "--wait=true", "--timeout=60s"]);
     let log = std::fs::read_to_string(host_dir.join("log")).unwrap();
-    assert_eq!(log, "started\nprestop\nTERM\n", "preStop runs before SIGTERM");
+    assert_eq!(
+        log, "started\nprestop\nTERM\n",
+        "preStop runs before SIGTERM"
+    );
     // A container ignoring SIGTERM is killed when the grace period ends.
     let t = Instant::now();
     c.kubectl(&["delete", "pod", "stubborn", "--wait=true", "--timeout=60s"]);
     let took = t.elapsed().as_secs_f64();
-    assert!((1.5..15.0).contains(&took), "killed after the 2 s grace period: {took}");
+    assert!(
+        (1.5..15.0).contains(&took),
+        "killed after the 2 s grace period: {took}"
+    );
 }
 
 #[test]
@@ -469,13 +583,21 @@ fn restarting_the_server_keeps_containers_running() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: steady}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: doomed}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
         ),
     );
-    wait_for("Running", 60, || running(&c, "steady") && running(&c, "doomed"));
+    wait_for("Running", 60, || {
+        running(&c, "steady") && running(&c, "doomed")
+    });
     let id = jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}");
     c.restart();
     c.wait_node_ready();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"), id);
-    assert_eq!(jsonpath(&c, "steady", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert_eq!(
+        jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"),
+        id
+    );
+    assert_eq!(
+        jsonpath(&c, "steady", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
     assert!(running(&c, "steady"));
 
     // A pod removed while no agent ran is cleaned up when the agent returns.
@@ -491,10 +613,17 @@ fn restarting_the_server_keeps_containers_running() {
         std::fs::read_dir(c.data_dir().join("agent/logs"))
             .unwrap()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("default_doomed_"))
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("default_doomed_")
+            })
     };
     wait_for("the orphan to be removed", 60, || !doomed_dir(&c));
-    assert_eq!(jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"), id);
+    assert_eq!(
+        jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"),
+        id
+    );
 }
 
 #[test]
@@ -508,12 +637,33 @@ fn fifty_pods_come_and_go_without_leaks() {
     }
     apply(&c, &yaml);
     wait_for("50 pods Running", 240, || {
-        let out = c.kubectl(&["get", "pods", "-l", "batch=fifty", "-o", "jsonpath={.items[*].status.phase}"]);
+        let out = c.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "batch=fifty",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ]);
         out.split_whitespace().filter(|p| *p == "Running").count() == 50
     });
-    let ips = c.kubectl(&["get", "pods", "-l", "batch=fifty", "-o", "jsonpath={.items[*].status.podIP}"]);
+    let ips = c.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "batch=fifty",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ]);
     let unique: std::collections::BTreeSet<&str> = ips.split_whitespace().collect();
     assert_eq!(unique.len(), 50, "every pod has its own address");
-    c.kubectl(&["delete", "pods", "-l", "batch=fifty", "--wait=true", "--timeout=180s"]);
+    c.kubectl(&[
+        "delete",
+        "pods",
+        "-l",
+        "batch=fifty",
+        "--wait=true",
+        "--timeout=180s",
+    ]);
     assert_no_pod_leftovers(&c);
 }

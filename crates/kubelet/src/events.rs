@@ -16,8 +16,11 @@ use kube::{Client, ResourceExt};
 pub struct Recorder {
     client: Client,
     host: String,
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
+
+/// (object UID, reason, message): events with the same key are one event with a count.
+type EventKey = (String, String, String);
 
 /// Event types.
 #[derive(Debug, Clone, Copy)]

@@ -203,17 +203,25 @@ async fn remove_orphans(
 async fn relist(shared: &Shared) -> HashMap<String, Vec<(String, i32)>> {
     let mut rt = shared.cri.runtime.clone();
     let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-    if let Ok(r) = rt.list_containers(cri::ListContainersRequest { filter: None }).await {
+    if let Ok(r) = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+    {
         for c in r.into_inner().containers {
             if let Some(uid) = c.labels.get(LABEL_POD_UID) {
                 out.entry(uid.clone()).or_default().push((c.id, c.state));
             }
         }
     }
-    if let Ok(r) = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await {
+    if let Ok(r) = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+    {
         for s in r.into_inner().items {
             if let Some(uid) = s.labels.get(LABEL_POD_UID) {
-                out.entry(uid.clone()).or_default().push((s.id, s.state + 100));
+                out.entry(uid.clone())
+                    .or_default()
+                    .push((s.id, s.state + 100));
             }
         }
     }
