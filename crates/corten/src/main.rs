@@ -26,8 +26,8 @@ enum Command {
     /// Manages the node's container images (offline import).
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Stops every pod container of a node, its containerd, and unmounts what is left (for
-    /// uninstalling; running pods are killed).
+    /// Stops every pod container of a node, its containerd, and unmounts what is left, and
+    /// removes the cluster DNS interface (for uninstalling; running pods are killed).
     Killall(KillallArgs),
 }
 
@@ -80,6 +80,22 @@ struct SimNodesArgs {
     log: String,
 }
 
+/// Cluster DNS flags (shared by any command that runs a node).
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// Do not serve cluster DNS on this node.
+    #[arg(long)]
+    disable_dns: bool,
+    /// Where cluster DNS answers, UDP and TCP (repeatable; default: the cluster DNS address,
+    /// 10.43.0.10:53, when the node agent runs). Given, DNS runs even without the agent.
+    #[arg(long = "dns-listen", value_name = "ADDR:PORT")]
+    dns_listen: Vec<std::net::SocketAddr>,
+    /// Upstream resolvers for names outside the cluster (repeatable; default: the nameservers
+    /// of /etc/resolv.conf).
+    #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
+    dns_upstream: Vec<std::net::SocketAddr>,
+}
+
 #[derive(clap::Args)]
 struct ServerArgs {
     /// Where state, certificates and the admin kubeconfig are kept.
@@ -110,6 +126,8 @@ struct ServerArgs {
     /// agent's own containerd.
     #[arg(long)]
     container_runtime_endpoint: Option<String>,
+    #[command(flatten)]
+    dns: DnsArgs,
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -124,19 +142,25 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Images(cmd) => images(cmd),
-        Command::Killall(args) => {
-            block_on(
-                "info",
-                async move { kubelet::killall(&args.data_dir).await },
-            )
-        }
+        Command::Killall(args) => block_on("info", async move {
+            if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
+                eprintln!("corten: {e:#}");
+            }
+            kubelet::killall(&args.data_dir).await
+        }),
     }
 }
 
 fn init_logging(filter: &str) {
+    // hickory-server logs every query at info: quiet unless asked for by name.
+    let filter = if filter.contains("hickory") {
+        filter.to_string()
+    } else {
+        format!("{filter},hickory_server=warn")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -229,10 +253,12 @@ fn server(args: ServerArgs) -> ExitCode {
         ]
         .into(),
     });
+    let dns = dns_config(&args.dns, agent.is_some());
     let components = Components {
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
         agent,
+        dns,
     };
     let result = runtime.block_on(async move {
         let rx = shutdown_on_signal();
@@ -263,6 +289,14 @@ async fn run_server(
     if components.scheduler {
         tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
     }
+    if let Some(config) = components.dns {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = dns::run(client, config, shutdown).await {
+                tracing::error!("cluster DNS: {e:#}");
+            }
+        });
+    }
     if let Some(agent) = components.agent {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -285,6 +319,22 @@ async fn run_server(
 
 /// The cluster DNS service's address (ClusterFirst pods resolve through it).
 const CLUSTER_DNS: &str = "10.43.0.10";
+
+/// Cluster DNS runs with the node agent (it is served on every node) or where `--dns-listen`
+/// asks for it, unless `--disable-dns`.
+fn dns_config(args: &DnsArgs, agent: bool) -> Option<dns::Config> {
+    if args.disable_dns || (!agent && args.dns_listen.is_empty()) {
+        return None;
+    }
+    let mut config = dns::Config::new(CLUSTER_DNS.parse().ok()?);
+    if !args.dns_listen.is_empty() {
+        config.listen = args.dns_listen.clone();
+    }
+    if !args.dns_upstream.is_empty() {
+        config.upstreams = Some(args.dns_upstream.clone());
+    }
+    Some(config)
+}
 /// The port of the node agent's HTTPS endpoint (kubelet's).
 const AGENT_PORT: u16 = 10250;
 
@@ -398,6 +448,7 @@ struct Components {
     controller_manager: bool,
     scheduler: bool,
     agent: Option<kubelet::AgentConfig>,
+    dns: Option<dns::Config>,
 }
 
 async fn wait_for_signal() {
