@@ -121,9 +121,20 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
                 ))
             })
             .collect();
+        // A hostname only for the service the pod names as its subdomain (upstream's rule: it
+        // becomes HOSTNAME.SERVICE.NS.svc in cluster DNS).
+        let hostname = pod
+            .spec
+            .as_ref()
+            .filter(|s| {
+                s.subdomain.as_deref() == svc.metadata.name.as_deref()
+                    && pod.metadata.namespace == svc.metadata.namespace
+            })
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
         let address = EndpointAddress {
             ip,
-            hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()),
+            hostname,
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),
@@ -280,5 +291,30 @@ mod tests {
         assert_eq!(s[0].addresses.as_ref().unwrap().len(), 1);
         assert!(s[0].not_ready_addresses.is_none());
         assert_eq!(s[0].ports.as_ref().unwrap()[0].port, 5432);
+    }
+
+    #[test]
+    fn hostname_only_for_the_subdomain_service() {
+        let svc = |name: &str| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"selector": {"app": "web"}, "clusterIP": "None"},
+            }))
+            .unwrap()
+        };
+        let mut p = pod("web-0", "10.0.0.2", true, "x", 1);
+        let spec = p.spec.as_mut().unwrap();
+        spec.hostname = Some("web-0".into());
+        spec.subdomain = Some("web".into());
+        let host = |s: &Service| {
+            subsets(s, std::slice::from_ref(&p))[0]
+                .addresses
+                .as_ref()
+                .unwrap()[0]
+                .hostname
+                .clone()
+        };
+        assert_eq!(host(&svc("web")).as_deref(), Some("web-0"));
+        assert_eq!(host(&svc("other")), None);
     }
 }
