@@ -2,8 +2,9 @@
 //! 10.43.0.10/32, so that the host and the pods (whose default route is the node, through the
 //! pod bridge) reach the server without DNAT. Managed with the `ip` command (iproute2).
 //!
-//! Idempotent: an interface left behind by a crash is reused; removed on clean shutdown and
-//! by `corten killall`.
+//! Kernels built without the dummy driver (as some VM kernels are) get an empty bridge of the
+//! same name instead: no ports, it only holds the address. Idempotent: an interface left
+//! behind by a crash is reused; removed on clean shutdown and by `corten killall`.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -24,13 +25,21 @@ fn ip(args: &[&str]) -> Result<std::process::Output> {
 pub fn ensure(name: &str, addr: IpAddr) -> Result<()> {
     let exists = ip(&["link", "show", "dev", name])?.status.success();
     if !exists {
-        let out = ip(&["link", "add", name, "type", "dummy"])?;
-        // Another instance may have won the race: only a missing interface is an error.
-        if !out.status.success() && !ip(&["link", "show", "dev", name])?.status.success() {
-            bail!(
-                "cannot create the dummy interface {name}: {}",
+        let mut errors = Vec::new();
+        for kind in ["dummy", "bridge"] {
+            let out = ip(&["link", "add", name, "type", kind])?;
+            // Another instance may have won the race: only a missing interface is an error.
+            if out.status.success() || ip(&["link", "show", "dev", name])?.status.success() {
+                errors.clear();
+                break;
+            }
+            errors.push(format!(
+                "{kind}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
+        }
+        if !errors.is_empty() {
+            bail!("cannot create the interface {name}: {}", errors.join("; "));
         }
     }
     let prefix = if addr.is_ipv4() { 32 } else { 128 };
