@@ -21,7 +21,7 @@ type Key = (String, String);
 
 /// One event from any of the three watches.
 enum Change {
-    Service(watcher::Event<Service>),
+    Service(Box<watcher::Event<Service>>),
     Endpoints(watcher::Event<Endpoints>),
     Namespace(watcher::Event<PartialObjectMeta<Namespace>>),
 }
@@ -53,8 +53,8 @@ where
 
 /// Runs the watches, updating `zone`, until the task is dropped.
 pub async fn run(client: Client, zone: Arc<RwLock<Zone>>, domain: String) {
-    let services =
-        watch_stream(Api::<Service>::all(client.clone())).map(|e| e.map(Change::Service));
+    let services = watch_stream(Api::<Service>::all(client.clone()))
+        .map(|e| e.map(|e| Change::Service(Box::new(e))));
     let endpoints =
         watch_stream(Api::<Endpoints>::all(client.clone())).map(|e| e.map(Change::Endpoints));
     let namespaces = watch_stream(Api::<PartialObjectMeta<Namespace>>::all(client))
@@ -96,7 +96,7 @@ impl State {
 
     fn apply(&mut self, change: Change) {
         match change {
-            Change::Service(event) => self.event(0, event, |s, k, obj| {
+            Change::Service(event) => self.event(0, *event, |s, k, obj| {
                 match obj {
                     Some(svc) => s.services.insert(k.clone(), svc),
                     None => s.services.remove(k),
