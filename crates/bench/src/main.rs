@@ -18,10 +18,14 @@
 //!    durability, driven over gRPC with the `etcd-client` crate), with 1 and with 64 concurrent
 //!    writers, interleaved; reports puts/s and the corten/etcd ratio.
 //!
+//! `corten-bench dns` measures cluster DNS (queries/s, p99, propagation of a new service)
+//! against dnsmasq; see the `dns` module.
+//!
 //! The results go to stdout as markdown, and into a dated section of `docs/benchmarks.md`.
 //! Child processes are killed when the tool ends, also on errors and Ctrl-C.
 
 mod api;
+mod dns;
 mod kv;
 mod machine;
 mod report;
@@ -86,6 +90,21 @@ struct Cli {
     /// The corten binary.
     #[arg(long, default_value = "target/release/corten")]
     corten_bin: PathBuf,
+    /// Services in the zone of the DNS benchmark.
+    #[arg(long, default_value_t = 1000)]
+    dns_services: usize,
+    /// Services the DNS benchmark creates one at a time (time until resolvable).
+    #[arg(long, default_value_t = 100)]
+    dns_fresh: usize,
+    /// Concurrent UDP clients of the DNS load.
+    #[arg(long, default_value_t = 32)]
+    dns_clients: usize,
+    /// Seconds of DNS load per server.
+    #[arg(long, default_value_t = 10)]
+    dns_seconds: u64,
+    /// The dnsmasq binary (the DNS benchmark's peer; Debian's dnsmasq-base).
+    #[arg(long, default_value = "dnsmasq")]
+    dnsmasq_bin: PathBuf,
     /// The etcd binary (3.4).
     #[arg(long, default_value = "etcd")]
     etcd_bin: PathBuf,
@@ -108,6 +127,7 @@ enum Part {
     All,
     Api,
     Store,
+    Dns,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -162,6 +182,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::All => "all",
                 Part::Api => "API server only",
                 Part::Store => "store vs etcd only",
+                Part::Dns => "cluster DNS",
             }
         ),
         ..Default::default()
@@ -180,8 +201,17 @@ async fn run(cli: Cli) -> Result<()> {
     report.facts.push((
         "Build".into(),
         format!(
-            "`{}` (cargo --release: opt-level 3, line-table debug info); corten-bench {} build",
+            "`{}` ({}); corten-bench {} build",
             cli.corten_bin.display(),
+            if cli
+                .corten_bin
+                .components()
+                .any(|c| c.as_os_str() == "debug")
+            {
+                "cargo dev profile: workspace crates opt-level 0, dependencies opt-level 1"
+            } else {
+                "cargo --release: opt-level 3, line-table debug info"
+            },
             if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -199,6 +229,18 @@ async fn run(cli: Cli) -> Result<()> {
     }
     if matches!(cli.part, Part::All | Part::Store) {
         store_part(&cli, &mut report, &mut own).await?;
+    }
+    if matches!(cli.part, Part::All | Part::Dns) {
+        let params = dns::Params {
+            corten_bin: cli.corten_bin.clone(),
+            dnsmasq_bin: cli.dnsmasq_bin.clone(),
+            work_dir: cli.work_dir.clone(),
+            services: cli.dns_services,
+            fresh: cli.dns_fresh,
+            clients: cli.dns_clients,
+            seconds: cli.dns_seconds,
+        };
+        own.0 += dns::run(&params, &mut report).await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();

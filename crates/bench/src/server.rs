@@ -136,6 +136,15 @@ pub struct Corten {
 impl Corten {
     /// Starts `bin server` and waits until `/readyz` answers through the admin kubeconfig.
     pub async fn start(bin: &Path, work_dir: &Path) -> Result<(Corten, kube::Config)> {
+        Self::start_with(bin, work_dir, &[]).await
+    }
+
+    /// Like [`Corten::start`], with `extra` flags.
+    pub async fn start_with(
+        bin: &Path,
+        work_dir: &Path,
+        extra: &[&str],
+    ) -> Result<(Corten, kube::Config)> {
         let dir = tempfile::Builder::new()
             .prefix("corten-bench-server-")
             .tempdir_in(work_dir)
@@ -154,6 +163,7 @@ impl Corten {
                 "--disable-controller-manager",
                 "--disable-scheduler",
             ])
+            .args(extra)
             .env("CORTEN_LOG", "warn");
         let log = dir.path().join("server.log");
         let proc = Proc::spawn("corten server", cmd, log)?;

@@ -58,8 +58,9 @@ pub enum Answer {
 pub struct Zone {
     domain: Name,
     dns_ip: Option<IpAddr>,
-    services: HashMap<(String, String), Arc<ServiceRecords>>,
-    per_namespace: HashMap<String, usize>,
+    /// namespace → service name → records (looked up by `&str`, without allocating).
+    services: HashMap<String, HashMap<String, Arc<ServiceRecords>>>,
+    count: usize,
     namespaces: HashSet<String>,
     ptr: HashMap<IpAddr, BTreeSet<Name>>,
     serial: u32,
@@ -79,7 +80,7 @@ impl Zone {
             domain,
             dns_ip,
             services: HashMap::new(),
-            per_namespace: HashMap::new(),
+            count: 0,
             namespaces: HashSet::new(),
             ptr: HashMap::new(),
             serial,
@@ -109,18 +110,19 @@ impl Zone {
 
     /// How many services the zone holds.
     pub fn len(&self) -> usize {
-        self.services.len()
+        self.count
     }
 
     /// Whether the zone holds no service.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.count == 0
     }
 
     /// Replaces (or with None removes) the records of service `ns/name`.
     pub fn set_service(&mut self, ns: &str, name: &str, records: Option<ServiceRecords>) {
-        let key = (ns.to_string(), name.to_string());
-        if let Some(old) = self.services.remove(&key) {
+        let old = self.services.get_mut(ns).and_then(|m| m.remove(name));
+        if let Some(old) = old {
+            self.count -= 1;
             for (ip, target) in &old.ptr {
                 if let Some(set) = self.ptr.get_mut(ip) {
                     set.remove(target);
@@ -129,19 +131,19 @@ impl Zone {
                     }
                 }
             }
-            if let Some(n) = self.per_namespace.get_mut(ns) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_namespace.remove(ns);
-                }
+            if self.services.get(ns).is_some_and(HashMap::is_empty) {
+                self.services.remove(ns);
             }
         }
         if let Some(records) = records {
             for (ip, target) in &records.ptr {
                 self.ptr.entry(*ip).or_default().insert(target.clone());
             }
-            *self.per_namespace.entry(ns.to_string()).or_default() += 1;
-            self.services.insert(key, Arc::new(records));
+            self.count += 1;
+            self.services
+                .entry(ns.to_string())
+                .or_default()
+                .insert(name.to_string(), Arc::new(records));
         }
         self.serial = self.serial.wrapping_add(1);
     }
@@ -262,13 +264,11 @@ impl Zone {
     }
 
     fn service(&self, ns: &str, name: &str) -> Option<&ServiceRecords> {
-        self.services
-            .get(&(ns.to_string(), name.to_string()))
-            .map(Arc::as_ref)
+        self.services.get(ns)?.get(name).map(Arc::as_ref)
     }
 
     fn namespace_exists(&self, ns: &str) -> bool {
-        self.namespaces.contains(ns) || self.per_namespace.contains_key(ns)
+        self.namespaces.contains(ns) || self.services.contains_key(ns)
     }
 
     fn lookup_reverse(&self, qname: &Name, qtype: RecordType) -> Answer {
