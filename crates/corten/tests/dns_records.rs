@@ -181,6 +181,25 @@ subsets:
     );
     let ptr = query(dns, "5.0.42.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(answers(&ptr), ["db-0.db.default.svc.cluster.local."]);
+    // A large answer: truncated over UDP (no EDNS: 512 bytes), whole over TCP.
+    let addresses: Vec<String> = (1..=100).map(|i| format!("{{ip: 10.42.1.{i}}}")).collect();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: big}}\nspec: {{clusterIP: None}}\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: big}}\nsubsets: [{{addresses: [{}]}}]\n",
+        addresses.join(", ")
+    ));
+    dnsutil::wait_answer(
+        dns,
+        "big.default.svc.cluster.local.",
+        Duration::from_secs(2),
+        |m| m.metadata.truncation,
+    );
+    let udp = query(dns, "big.default.svc.cluster.local.", RecordType::A);
+    assert!(udp.metadata.truncation && udp.answers.len() < 100);
+    let tcp = query_tcp(dns, "big.default.svc.cluster.local.", RecordType::A);
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 100);
+
     // Pod records.
     let pod = query(dns, "10-42-0-9.default.pod.cluster.local.", RecordType::A);
     assert_eq!(answers(&pod), ["10.42.0.9"]);

@@ -33,6 +33,8 @@ pub struct ClusterHandler {
 struct Reply {
     code: ResponseCode,
     authoritative: bool,
+    /// An upstream's TC bit, passed on so that the client retries over TCP.
+    truncated: bool,
     answers: Vec<Record>,
     authorities: Vec<Record>,
     additionals: Vec<Record>,
@@ -43,6 +45,7 @@ impl Reply {
         Reply {
             code,
             authoritative: false,
+            truncated: false,
             answers: vec![],
             authorities: vec![],
             additionals: vec![],
@@ -112,6 +115,7 @@ impl ClusterHandler {
                     Some(msg) => Reply {
                         code: msg.metadata.response_code,
                         authoritative: msg.metadata.authoritative,
+                        truncated: msg.metadata.truncation,
                         answers: msg.answers,
                         authorities: msg.authorities,
                         additionals: msg.additionals,
@@ -123,6 +127,7 @@ impl ClusterHandler {
             Answer::NxDomain => Reply {
                 code: ResponseCode::NXDomain,
                 authoritative: true,
+                truncated: false,
                 answers: vec![],
                 authorities: vec![self.soa()],
                 additionals: vec![],
@@ -130,6 +135,7 @@ impl ClusterHandler {
             Answer::NoData => Reply {
                 code: ResponseCode::NoError,
                 authoritative: true,
+                truncated: false,
                 answers: vec![],
                 authorities: vec![self.soa()],
                 additionals: vec![],
@@ -145,6 +151,7 @@ impl ClusterHandler {
                 Reply {
                     code: ResponseCode::NoError,
                     authoritative: true,
+                    truncated: false,
                     answers,
                     authorities: vec![],
                     additionals,
@@ -192,6 +199,7 @@ impl RequestHandler for ClusterHandler {
         let reply = self.reply(request).await;
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = reply.authoritative;
+        metadata.truncation = reply.truncated;
         metadata.recursion_available = true;
         metadata.response_code = reply.code;
         let edns = request.edns.as_ref().map(|asked| {
