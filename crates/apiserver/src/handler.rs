@@ -1,5 +1,7 @@
-//! The request pipeline: open endpoints, authentication, routing to discovery, OpenAPI,
-//! metrics or a resource verb, body limits, and errors rendered as `Status`.
+//! The request pipeline: open endpoints (health, `/version`, `/cacerts`, and node credentials,
+//! which check their own tokens), authentication, routing to discovery, OpenAPI, metrics, the
+//! streaming subresources proxied to node agents, or a resource verb; body limits, and errors
+//! rendered as `Status`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,9 +11,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::auth::{self, ClientCertUser};
 use crate::body::{self, MAX_BODY, PatchType};
 use crate::discovery;
 use crate::generic::Reply;
@@ -19,6 +22,7 @@ use crate::request::{self, Query, RequestInfo, Route};
 use crate::state::ApiState;
 use crate::table::{self, IncludeObject};
 use crate::watch::Render;
+use crate::{nodeauth, nodeproxy};
 
 fn json_response(code: u16, body: &Value, content_type: &str) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -71,37 +75,72 @@ pub fn version() -> Value {
     })
 }
 
-fn authenticated(state: &ApiState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+/// `GET /cacerts`: the cluster CA, open as k3s's, so that an agent holding only the join token
+/// can fetch it and check it against the token's `K10<sha256>` prefix.
+fn cacerts(state: &ApiState) -> Response {
+    match state.node_signer.as_ref() {
+        Some(signer) => raw_response(
+            200,
+            Bytes::from(signer.ca_pem().to_string()),
+            "text/plain; charset=utf-8",
+        ),
+        None => error_response(&not_found_path("/cacerts")),
+    }
+}
+
+/// `POST /corten/v1/node-credentials` (authenticated by the join token; see [`nodeauth`]).
+async fn node_credentials(state: &ApiState, parts: &http::request::Parts, body: Body) -> Response {
+    if parts.method != Method::POST {
+        return error_response(&ApiError::method_not_allowed(format!(
+            "{} is not supported on {}",
+            parts.method,
+            nodeauth::PATH
+        )));
+    }
+    let result = match read_body(body).await {
+        Ok(bytes) => nodeauth::serve(
+            state,
+            &parts.headers,
+            parts.extensions.get::<ClientCertUser>(),
+            &bytes,
+        ),
+        Err(e) => Err(e),
     };
-    let Some(token) = value.strip_prefix("Bearer ").map(str::trim) else {
-        return false;
-    };
-    // Constant-time comparison.
-    let (a, b) = (token.as_bytes(), state.admin_token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    match result.and_then(|c| serde_json::to_value(c).map_err(ApiError::internal)) {
+        Ok(v) => json_response(200, &v, "application/json"),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// The single entry point for every request.
 pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Response {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return text(200, "ok"),
         "/version" => return json_response(200, &version(), "application/json"),
+        "/cacerts" => return cacerts(&state),
+        nodeauth::PATH => {
+            let resp = node_credentials(&state, &parts, body).await;
+            state.metrics.observe(
+                parts.method.as_str(),
+                "",
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
+            return resp;
+        }
         _ => {}
     }
-    if !authenticated(&state, &parts.headers) {
+    let cert_user = parts.extensions.get::<ClientCertUser>();
+    let Some(user) = auth::authenticate(&state, &parts.headers, cert_user) else {
         state
             .metrics
             .observe(parts.method.as_str(), "", 401, started.elapsed());
         return error_response(&ApiError::unauthorized());
-    }
+    };
+    parts.extensions.insert(user.clone());
     let query = Query::parse(parts.uri.query());
     let accept = parts
         .headers
@@ -117,6 +156,22 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
         .to_string();
 
     let route = request::parse(&parts.method, &path, query.flag("watch"));
+    // Streaming subresources keep the connection (and its upgrade): no body is read.
+    if let Some(Route::Resource(info)) = &route
+        && let Some(kind) = nodeproxy::streaming_kind(info)
+    {
+        let resp = match info.namespace {
+            Some(_) => nodeproxy::serve(&state, info, kind, &mut parts).await,
+            None => Err(not_found_path(&path)),
+        }
+        .unwrap_or_else(|e| error_response(&e));
+        let code = resp.status().as_u16();
+        state
+            .metrics
+            .observe("CONNECT", "pods", code, started.elapsed());
+        tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, path, code, "streaming request");
+        return resp;
+    }
     let (verb, resource) = match &route {
         Some(Route::Resource(i)) => (i.verb.to_uppercase(), i.resource.clone()),
         _ => (parts.method.as_str().to_string(), String::new()),
@@ -180,7 +235,7 @@ pub async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Respons
     state
         .metrics
         .observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
-    tracing::debug!(method = %parts.method, path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     resp
 }
 

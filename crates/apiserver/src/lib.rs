@@ -2,15 +2,19 @@
 //!
 //! A tour, in request order:
 //! - [`serve`]: TLS (rustls) and HTTP/1.1 + HTTP/2 (hyper) in front of one axum handler;
-//! - [`handler`]: open endpoints, bearer-token authentication, routing, body limits, errors as
-//!   `Status`; [`request`] parses paths and query options, [`body`] decodes bodies;
+//! - [`handler`]: open endpoints, authentication ([`auth`]: client certificates, the admin
+//!   token), routing, body limits, errors as `Status`; [`request`] parses paths and query
+//!   options, [`body`] decodes bodies;
 //! - [`discovery`] and OpenAPI (from `api::openapi`), both derived from the registry;
 //! - [`generic`]: create/update/patch/delete for every resource, with the resource's strategy;
 //!   [`list`] and [`watch`] for reads; [`subresources`] for scale, binding and eviction;
 //!   [`delete`] for DELETE, with [`propagation`] (orphan / foreground / background);
 //!   [`alloc`] for service addresses; [`table`] for kubectl's tables;
+//! - [`nodeproxy`]: pods/log, exec, attach and portforward, proxied to the node's agent;
+//!   [`nodeauth`]: node credentials for agents that present the join token;
 //! - [`bootstrap`]: the namespaces and `kubernetes` service every cluster has;
-//! - [`pki`]: the cluster CA, serving certificate, admin token and kubeconfig.
+//! - [`pki`]: the cluster CA, serving certificate, the API server's client certificate for
+//!   agents, admin token, join token and kubeconfig.
 //!
 //! Invariant: this crate is the only one that opens the store; everything else is an API client.
 
@@ -22,6 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 pub mod alloc;
+pub mod auth;
 pub mod body;
 pub mod bootstrap;
 pub mod delete;
@@ -31,6 +36,8 @@ pub mod handler;
 pub mod instrumented;
 pub mod list;
 pub mod metrics;
+pub mod nodeauth;
+pub mod nodeproxy;
 pub mod objects;
 pub mod pki;
 pub mod propagation;
@@ -132,11 +139,15 @@ pub async fn start(
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)?;
 
-    let state = Arc::new(ApiState::new(
-        store,
-        pki.admin_token.clone(),
-        format!("{host}:{port}"),
-    ));
+    let agents = nodeproxy::AgentClient::new(
+        &pki.ca_pem,
+        &pki.kubelet_client_cert_pem,
+        &pki.kubelet_client_key_pem,
+    )?;
+    let state = Arc::new(
+        ApiState::new(store, pki.admin_token.clone(), format!("{host}:{port}"))
+            .with_nodes(nodeauth::NodeSigner::new(&pki)?, agents),
+    );
     bootstrap::run(&state, &host.to_string(), port)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
@@ -144,7 +155,7 @@ pub async fn start(
     let app = axum::Router::new()
         .fallback(handler::handle)
         .with_state(state);
-    let tls = serve::tls_config(&pki.serving_cert_pem, &pki.serving_key_pem)?;
+    let tls = serve::tls_config(&pki.serving_cert_pem, &pki.serving_key_pem, &pki.ca_pem)?;
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
     let serving = tokio::spawn(async move {
         serve::serve(listener, tls, app, shutdown).await;

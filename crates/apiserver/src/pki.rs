@@ -1,7 +1,15 @@
 //! The cluster's certificates and credentials, created on first start under `DATA_DIR/tls/`:
 //! a cluster CA, a serving certificate for the API server (SANs: localhost, 127.0.0.1, the
-//! host's addresses, the `kubernetes` service IP and its DNS names), the admin bearer token and
-//! the admin kubeconfig at `DATA_DIR/kubeconfig.yaml`.
+//! host's addresses, the `kubernetes` service IP and its DNS names), the client certificate the
+//! API server presents to node agents (`apiserver-kubelet-client.crt`, CN
+//! [`KUBELET_CLIENT_CN`]), the admin bearer token and the admin kubeconfig at
+//! `DATA_DIR/kubeconfig.yaml`; and the join token at `DATA_DIR/token` with which agents obtain
+//! their credentials (see [`crate::nodeauth`]).
+//!
+//! The join token has k3s's shape, `K10<sha256 of the CA certificate PEM>::node:<secret>`, so
+//! that an agent holding only the token can check the CA it downloads from `/cacerts` before it
+//! trusts it. All files are 0600 and reused on restart; a new CA replaces everything signed by
+//! the old one, the join token included.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,8 +29,40 @@ pub struct Pki {
     pub serving_cert_pem: String,
     /// PEM of the serving key.
     pub serving_key_pem: String,
+    /// PEM of the cluster CA's private key (signs node credentials).
+    pub ca_key_pem: String,
     /// The admin bearer token.
     pub admin_token: String,
+    /// The join token agents present to obtain node credentials.
+    pub join_token: String,
+    /// PEM of the client certificate the API server presents to node agents.
+    pub kubelet_client_cert_pem: String,
+    /// PEM of that certificate's key.
+    pub kubelet_client_key_pem: String,
+}
+
+/// The common name of the client certificate the API server presents to node agents (upstream's
+/// `kube-apiserver-kubelet-client`); agents accept only this name, signed by the cluster CA.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+/// The organisation (group) of that certificate.
+pub const KUBELET_CLIENT_GROUP: &str = "system:masters";
+
+/// SHA-256 of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// The join-token prefix that pins the CA: `K10<sha256 of the CA PEM>::`.
+pub fn join_token_prefix(ca_pem: &str) -> String {
+    format!("K10{}::", sha256_hex(ca_pem.as_bytes()))
+}
+
+/// A fresh join token for the CA.
+fn new_join_token(ca_pem: &str) -> String {
+    let mut secret = [0u8; 16];
+    rand::fill(&mut secret);
+    format!("{}node:{}", join_token_prefix(ca_pem), hex(&secret))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -92,15 +132,15 @@ impl Pki {
             let cert = params.self_signed(&key)?;
             write_private(&p("ca.key"), &key.serialize_pem())?;
             write_private(&p("ca.crt"), &cert.pem())?;
-            // A new CA invalidates any older serving certificate.
+            // A new CA invalidates everything signed by the old one (the join token: below).
             let _ = std::fs::remove_file(p("serving.crt"));
+            let _ = std::fs::remove_file(p("apiserver-kubelet-client.crt"));
         }
         let ca_pem = read(&p("ca.crt"))?;
+        let ca_key_pem = read(&p("ca.key"))?;
 
         if !p("serving.crt").exists() || !p("serving.key").exists() {
-            let ca_key = KeyPair::from_pem(&read(&p("ca.key"))?).context("CA key is unreadable")?;
-            let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-                .context("CA certificate is unreadable")?;
+            let issuer = issuer(&ca_pem, &ca_key_pem)?;
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(vec![
                 "localhost".to_string(),
@@ -134,18 +174,62 @@ impl Pki {
             write_private(&p("serving.crt"), &cert.pem())?;
         }
 
+        let (client_crt, client_key) = (
+            p("apiserver-kubelet-client.crt"),
+            p("apiserver-kubelet-client.key"),
+        );
+        if !client_crt.exists() || !client_key.exists() {
+            let issuer = issuer(&ca_pem, &ca_key_pem)?;
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, KUBELET_CLIENT_GROUP);
+            dn.push(DnType::CommonName, KUBELET_CLIENT_CN);
+            params.distinguished_name = dn;
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = params.signed_by(&key, &issuer)?;
+            write_private(&client_key, &key.serialize_pem())?;
+            write_private(&client_crt, &cert.pem())?;
+        }
+
         if !p("admin.token").exists() {
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
             write_private(&p("admin.token"), &hex(&bytes))?;
         }
 
+        // The join token: kept as written (an operator may have chosen it), unless it pins a CA
+        // other than this one.
+        let token_path = data_dir.join("token");
+        let existing = std::fs::read_to_string(&token_path)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        let stale = existing.is_empty()
+            || (existing.starts_with("K10") && !existing.starts_with(&join_token_prefix(&ca_pem)));
+        if stale {
+            write_private(&token_path, &format!("{}\n", new_join_token(&ca_pem)))?;
+        }
+
         Ok(Self {
             ca_pem,
+            ca_key_pem,
             serving_cert_pem: read(&p("serving.crt"))?,
             serving_key_pem: read(&p("serving.key"))?,
             admin_token: read(&p("admin.token"))?.trim().to_string(),
+            join_token: read(&token_path)?.trim().to_string(),
+            kubelet_client_cert_pem: read(&client_crt)?,
+            kubelet_client_key_pem: read(&client_key)?,
         })
+    }
+
+    /// The cluster CA as an rcgen issuer, to sign certificates with.
+    pub fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
+        issuer(&self.ca_pem, &self.ca_key_pem)
     }
 
     /// Writes the admin kubeconfig for a server reachable at `server_url`.
@@ -159,6 +243,11 @@ impl Pki {
     }
 }
 
+fn issuer(ca_pem: &str, ca_key_pem: &str) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::from_pem(ca_key_pem).context("CA key is unreadable")?;
+    Issuer::from_ca_cert_pem(ca_pem, key).context("CA certificate is unreadable")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -166,6 +255,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     #[test]
     fn creates_once_and_reuses() {
@@ -177,5 +267,41 @@ mod tests {
         assert_eq!(a.admin_token, b.admin_token);
         assert_eq!(a.admin_token.len(), 64);
         assert!(a.serving_cert_pem.contains("BEGIN CERTIFICATE"));
+        assert_eq!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
+        assert_eq!(a.join_token, b.join_token);
+        assert!(a.join_token.starts_with(&join_token_prefix(&a.ca_pem)));
+        assert!(a.join_token.contains("::node:"));
+        let token = dir.path().join("token");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn kubelet_client_certificate_names_the_api_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), "10.43.0.1".parse().unwrap()).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(
+            pki.kubelet_client_cert_pem.as_bytes(),
+        )
+        .unwrap();
+        let user = crate::auth::user_from_certificate(&der).unwrap();
+        assert_eq!(user.name, KUBELET_CLIENT_CN);
+        assert!(user.groups.iter().any(|g| g == KUBELET_CLIENT_GROUP));
+    }
+
+    #[test]
+    fn a_new_ca_replaces_a_pinned_join_token_but_keeps_a_chosen_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "10.43.0.1".parse().unwrap();
+        let a = Pki::load_or_create(dir.path(), ip).unwrap();
+        std::fs::remove_file(dir.path().join("tls/ca.crt")).unwrap();
+        let b = Pki::load_or_create(dir.path(), ip).unwrap();
+        assert_ne!(a.ca_pem, b.ca_pem);
+        assert_ne!(a.join_token, b.join_token);
+        assert!(b.join_token.starts_with(&join_token_prefix(&b.ca_pem)));
+        std::fs::write(dir.path().join("token"), "chosen-by-the-operator\n").unwrap();
+        let c = Pki::load_or_create(dir.path(), ip).unwrap();
+        assert_eq!(c.join_token, "chosen-by-the-operator");
     }
 }

@@ -178,7 +178,8 @@ pub enum FieldValidation {
     Ignore,
 }
 
-fn form_pairs(raw: &str) -> Vec<(String, String)> {
+/// The decoded `key=value` pairs of a raw query string, in order, repeated keys kept.
+pub fn form_pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|s| !s.is_empty())
         .map(|pair| {

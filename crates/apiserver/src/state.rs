@@ -1,5 +1,6 @@
-//! The API server's shared state: the store, the registry, credentials, metrics and the
-//! cached OpenAPI documents.
+//! The API server's shared state: the store, the registry, credentials, metrics, the cached
+//! OpenAPI documents, and what it deals with nodes through (their credentials' signer and the
+//! client for their agents).
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,6 +10,8 @@ use store::SharedStore;
 
 use crate::instrumented::InstrumentedStore;
 use crate::metrics::Metrics;
+use crate::nodeauth::NodeSigner;
+use crate::nodeproxy::AgentClient;
 
 /// Everything a request handler needs.
 pub struct ApiState {
@@ -24,6 +27,10 @@ pub struct ApiState {
     pub advertise: String,
     /// OpenAPI documents, rendered once on first use.
     pub openapi: OpenApiCache,
+    /// Issues node credentials (`None`: the endpoint answers 503).
+    pub node_signer: Option<NodeSigner>,
+    /// Reaches node agents for the streaming subresources (`None`: they answer 503).
+    pub agents: Option<AgentClient>,
 }
 
 /// Rendered OpenAPI documents.
@@ -46,6 +53,15 @@ impl ApiState {
             metrics,
             advertise,
             openapi: OpenApiCache::default(),
+            node_signer: None,
+            agents: None,
         }
+    }
+
+    /// The same state, issuing node credentials and reaching agents with these.
+    pub fn with_nodes(mut self, signer: NodeSigner, agents: AgentClient) -> Self {
+        self.node_signer = Some(signer);
+        self.agents = Some(agents);
+        self
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod nodes;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -318,12 +320,25 @@ impl Cluster {
         body: Option<&[u8]>,
         auth: bool,
     ) -> Http {
+        let token = auth.then(|| self.token());
+        self.curl_with_token(method, path, content_type, body, token.as_deref())
+    }
+
+    /// A raw HTTPS request with curl, with `token` (if any) as the bearer token.
+    pub fn curl_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+        token: Option<&str>,
+    ) -> Http {
         use std::io::Write;
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}", "-X", method])
             .args(["-H", &format!("Content-Type: {content_type}")]);
-        if auth {
-            cmd.args(["-H", &format!("Authorization: Bearer {}", self.token())]);
+        if let Some(token) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
         }
         if body.is_some() {
             cmd.args(["--data-binary", "@-"]);
