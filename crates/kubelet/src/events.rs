@@ -16,8 +16,11 @@ use kube::{Client, ResourceExt};
 pub struct Recorder {
     client: Client,
     host: String,
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
+
+/// What makes two events the same one (counted rather than repeated): object, reason, message.
+type EventKey = (String, String, String);
 
 /// Event types.
 #[derive(Debug, Clone, Copy)]

@@ -333,10 +333,10 @@ pub async fn heartbeat(
         let status = node_status(&id, &runtime_version, &h, net);
         let mut patch = serde_json::json!({"status": status});
         // Transition times only move when a condition's status changes.
-        if last.as_ref() == Some(&(h.clone(), net)) {
-            if let Ok(current) = nodes.get_status(&id.name).await {
-                keep_transition_times(&mut patch, &current);
-            }
+        if last.as_ref() == Some(&(h.clone(), net))
+            && let Ok(current) = nodes.get_status(&id.name).await
+        {
+            keep_transition_times(&mut patch, &current);
         }
         if let Err(e) = nodes
             .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
