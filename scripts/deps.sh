@@ -2,7 +2,11 @@
 # Installs the Debian packages corten's scripts and tests need, if missing (idempotent, no prompts).
 # Extra package names given as arguments are installed too (scripts/bench.sh adds etcd-server).
 set -euo pipefail
-packages=(curl jq ca-certificates protobuf-compiler libprotobuf-dev "$@")  # protoc + well-known protos: the etcd client of crates/bench
+# protoc + well-known protos: the CRI and etcd clients; containerd, runc, the CNI plugins and
+# iptables (bridge masquerade): the node agent; busybox-static, nginx-light, gcc: scripts/images.sh.
+packages=(curl jq ca-certificates protobuf-compiler libprotobuf-dev
+  containerd runc containernetworking-plugins iptables nftables iproute2
+  busybox-static nginx-light gcc libc6-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

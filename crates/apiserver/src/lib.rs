@@ -156,7 +156,7 @@ pub async fn start(
         .fallback(handler::handle)
         .with_state(state);
     let tls = serve::tls_config(&pki.serving_cert_pem, &pki.serving_key_pem, &pki.ca_pem)?;
-    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), join_token = %config.data_dir.join("token").display(), "API server listening");
     let serving = tokio::spawn(async move {
         serve::serve(listener, tls, app, shutdown).await;
         tracing::info!("API server stopped");

@@ -19,7 +19,7 @@ pub struct Recorder {
     seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
-/// What makes two events the same one (counted rather than repeated): object, reason, message.
+/// (object UID, reason, message): events with the same key are one event with a count.
 type EventKey = (String, String, String);
 
 /// Event types.

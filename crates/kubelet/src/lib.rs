@@ -85,7 +85,9 @@ pub async fn start_runtime(
         }
         None => {
             let health = runtime::containerd::supervise(layout.clone(), shutdown).await?;
-            Ok((Cri::connect(layout.socket.clone())?, health, layout))
+            let cri = Cri::connect(layout.socket.clone())?;
+            cri.wait_ready(std::time::Duration::from_secs(30)).await?;
+            Ok((cri, health, layout))
         }
     }
 }

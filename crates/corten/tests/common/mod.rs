@@ -267,6 +267,11 @@ impl Cluster {
         self.spawn();
     }
 
+    /// Replaces the extra flags used by the next start.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the server again after a kill.
     pub fn start_again(&mut self) {
         self.spawn();

@@ -66,6 +66,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut listing: Option<HashSet<String>> = None;
     let mut synced = false;
     let mut orphan_timer = tokio::time::interval(Duration::from_secs(30));
+    // The pod lifecycle event generator: one relist of the runtime a second; a pod whose
+    // containers changed state wakes its worker.
+    let mut relist_timer = tokio::time::interval(Duration::from_secs(1));
+    let mut last_states: HashMap<String, Vec<(String, i32)>> = HashMap::new();
     loop {
         tokio::select! {
             event = stream.next() => {
@@ -100,6 +104,15 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     }
                 }
                 workers.retain(|_, (_, h)| !h.is_finished());
+            }
+            _ = relist_timer.tick() => {
+                let states = relist(&shared).await;
+                for (uid, (tx, _)) in &workers {
+                    if states.get(uid) != last_states.get(uid) {
+                        tx.send_modify(|_| {});
+                    }
+                }
+                last_states = states;
             }
             _ = orphan_timer.tick() => {
                 workers.retain(|_, (_, h)| !h.is_finished());
@@ -184,6 +197,38 @@ async fn remove_orphans(
         volumes::teardown(&shared.pods_dir, uid);
         remove_logs_of(&shared.logs_dir, uid);
     }
+}
+
+/// Every pod's runtime objects and their states, by pod UID.
+async fn relist(shared: &Shared) -> HashMap<String, Vec<(String, i32)>> {
+    let mut rt = shared.cri.runtime.clone();
+    let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+    if let Ok(r) = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+    {
+        for c in r.into_inner().containers {
+            if let Some(uid) = c.labels.get(LABEL_POD_UID) {
+                out.entry(uid.clone()).or_default().push((c.id, c.state));
+            }
+        }
+    }
+    if let Ok(r) = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+    {
+        for s in r.into_inner().items {
+            if let Some(uid) = s.labels.get(LABEL_POD_UID) {
+                out.entry(uid.clone())
+                    .or_default()
+                    .push((s.id, s.state + 100));
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
 }
 
 /// Removes the log directory of pod `uid` (named NS_NAME_UID).

@@ -44,6 +44,8 @@ pub struct Worker {
     first_seen: Time,
     last_status: Option<serde_json::Value>,
     last_mount_error: Option<String>,
+    /// When a back-off ends (the worker wakes then).
+    next_wake: Option<tokio::time::Instant>,
 }
 
 enum Step {
@@ -71,6 +73,7 @@ impl Worker {
             ),
             last_status: None,
             last_mount_error: None,
+            next_wake: None,
         }
     }
 
@@ -89,13 +92,17 @@ impl Worker {
                 return;
             }
             let wake = self.wake.clone();
+            // State changes arrive through `pod` (the manager's relist) and `wake` (probes);
+            // the timer refreshes volumes and ends back-offs.
+            let idle = tokio::time::Instant::now() + Duration::from_secs(10);
+            let until = self.next_wake.take().map_or(idle, |t| t.min(idle));
             tokio::select! {
                 r = self.pod.changed() => if r.is_err() {
                     // The manager dropped us (shutdown): leave the containers running.
                     return;
                 },
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
@@ -290,6 +297,9 @@ impl Worker {
             }
             Some(b) => {
                 if now < finished + b.delay {
+                    let left = (finished + b.delay).duration_since(now).unwrap_or_default();
+                    let at = tokio::time::Instant::now() + left;
+                    self.next_wake = Some(self.next_wake.map_or(at, |t| t.min(at)));
                     let message = format!(
                         "back-off {}s restarting failed container={} pod={}_{}({})",
                         b.delay.as_secs(),
@@ -884,7 +894,7 @@ impl Worker {
                     .clone()
                     .stop_container(cri::StopContainerRequest {
                         container_id: c.id.clone(),
-                        timeout: left.as_secs() as i64,
+                        timeout: left.as_secs_f64().ceil() as i64,
                     })
                     .await;
             });

@@ -56,6 +56,19 @@ impl Cri {
         })
     }
 
+    /// Waits until the runtime answers CRI calls (containerd's CRI plugin initialises a moment
+    /// after its socket appears).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.version().await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// The runtime's name and version (`containerd://1.6.20`), as Node.status.nodeInfo shows it.
     pub async fn version(&self) -> Result<String> {
         let v = self
