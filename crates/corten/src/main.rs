@@ -85,7 +85,7 @@ struct AgentArgs {
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
-    /// The node's address (default: the machine's first non-loopback IPv4 address).
+    /// The node's address (default: the source address of the default route).
     #[arg(long)]
     node_ip: Option<IpAddr>,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
@@ -152,7 +152,7 @@ struct ServerArgs {
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
-    /// The node's address (default: the machine's first non-loopback IPv4 address).
+    /// The node's address (default: the source address of the default route).
     #[arg(long)]
     node_ip: Option<IpAddr>,
     /// The port of the node agent's HTTPS endpoint (kubelet's 10250).
@@ -256,7 +256,7 @@ fn server(args: ServerArgs) -> ExitCode {
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
-        node_ip: args.node_ip.unwrap_or_else(apiserver::primary_address),
+        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
         data_dir: config.data_dir.clone(),
         runtime_endpoint: args.container_runtime_endpoint.clone(),
         cluster_dns: CLUSTER_DNS.into(),
@@ -324,7 +324,7 @@ fn agent(args: AgentArgs) -> ExitCode {
     }
     let config = kubelet::AgentConfig {
         node_name: args.node_name.unwrap_or_else(host_name),
-        node_ip: args.node_ip.unwrap_or_else(apiserver::primary_address),
+        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
         data_dir: args.data_dir,
         runtime_endpoint: args.container_runtime_endpoint,
         cluster_dns: CLUSTER_DNS.into(),
@@ -411,6 +411,21 @@ async fn run_server(
 const CLUSTER_DNS: &str = "10.43.0.10";
 /// The port of the node agent's HTTPS endpoint (kubelet's).
 const AGENT_PORT: u16 = 10250;
+
+/// The address this machine reaches others from: the source address of its default route (a
+/// UDP socket's connect sends nothing), else its first non-loopback IPv4 address. Bridges the
+/// agent made itself (corten0) are thereby not taken for the node's address.
+fn default_node_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("198.51.100.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .unwrap_or_else(apiserver::primary_address)
+}
 
 /// This machine's host name, lowercased (a valid Node name).
 fn host_name() -> String {
