@@ -4,7 +4,8 @@
 //! needs), obtains its certificates from the server, registers Node `second`, runs a pod pinned
 //! to it, and serves `kubectl logs` / `exec` through the API server. Wrong tokens are refused.
 //! The namespace, the veth pair, the agent and its containers are removed even when the test
-//! fails (Drop guards, dropped in reverse order of creation).
+//! fails (Drop guards, dropped in reverse order of creation). Also: the agent's credentials on
+//! disk, and its endpoint serving only the API server.
 
 mod common;
 
@@ -381,4 +382,133 @@ spec:
         String::from_utf8_lossy(&c.try_kubectl(&["logs", "remote"]).stdout),
         "hello from remote\n"
     );
+}
+
+/// The agent's endpoint serves only the API server's kubelet-client certificate.
+#[test]
+fn the_agent_endpoint_serves_only_the_api_server() {
+    let c = Cluster::start_with_agent(&[]);
+    let ip = String::from_utf8_lossy(
+        &c.try_kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    let port = String::from_utf8_lossy(
+        &c.try_kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert_eq!(port, c.agent_port.to_string());
+    let url = format!("https://{ip}:{port}/containerLogs/kube-system/x/y");
+    let tls = c.data_dir().join("tls");
+    let agent = c.data_dir().join("agent");
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["--cacert", tls.join("ca.crt").to_str().unwrap()])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // No certificate: 401.
+    let (_, out) = curl(&[]);
+    assert!(
+        out.ends_with("\n401") && out.contains("Unauthorized"),
+        "{out}"
+    );
+    // The node's own client certificate: 403.
+    let node_cert = agent.join("client-kubelet.crt");
+    let node_key = agent.join("client-kubelet.key");
+    let (_, out) = curl(&[
+        "--cert",
+        node_cert.to_str().unwrap(),
+        "--key",
+        node_key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.ends_with("\n403") && out.contains("system:node:"),
+        "{out}"
+    );
+    // A certificate of another CA with the right name: the handshake fails.
+    let foreign = dir_with_foreign_client_cert();
+    let (code, out) = curl(&[
+        "--cert",
+        foreign.path().join("c.crt").to_str().unwrap(),
+        "--key",
+        foreign.path().join("c.key").to_str().unwrap(),
+    ]);
+    assert!(code != 0 && !out.contains("\n200"), "{code} {out}");
+    // The API server's certificate: served (the pod does not exist here).
+    let (_, out) = curl(&[
+        "--cert",
+        tls.join("apiserver-kubelet-client.crt").to_str().unwrap(),
+        "--key",
+        tls.join("apiserver-kubelet-client.key").to_str().unwrap(),
+    ]);
+    assert!(
+        out.ends_with("\n404") && out.contains(r#"pod \"x\" does not exist"#),
+        "{out}"
+    );
+
+    // The agent's credentials: private files, reused across a restart.
+    use std::os::unix::fs::PermissionsExt;
+    for f in [
+        "client-kubelet.key",
+        "client-kubelet.crt",
+        "serving-kubelet.key",
+        "serving-kubelet.crt",
+        "server-ca.crt",
+        "kubeconfig.yaml",
+    ] {
+        let mode = std::fs::metadata(agent.join(f))
+            .expect(f)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let before = std::fs::read(&node_cert).expect("cert");
+    let mut c = c;
+    c.restart();
+    c.wait_node_ready();
+    assert_eq!(std::fs::read(&node_cert).expect("cert"), before);
+    assert!(
+        c.log().contains("reusing the node's certificates"),
+        "{}",
+        c.log()
+    );
+}
+
+/// A directory with a client certificate named `kube-apiserver-kubelet-client` from a CA the
+/// cluster does not know.
+fn dir_with_foreign_client_cert() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    std::fs::write(dir.path().join("c.crt"), cert.pem()).expect("crt");
+    std::fs::write(dir.path().join("c.key"), key.serialize_pem()).expect("key");
+    dir
 }

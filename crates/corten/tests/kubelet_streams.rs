@@ -1,7 +1,7 @@
 //! Container streams end to end: the real kubectl against `corten server`, whose API server
 //! proxies `pods/log`, `exec`, `attach` and `portforward` to its node agent's HTTPS endpoint,
-//! which reads the CRI log files and proxies to containerd's streaming server. Also: only the
-//! API server may use the agent's endpoint.
+//! which reads the CRI log files and proxies to containerd's streaming server (or, for
+//! kubectl's WebSocket protocols, translates).
 
 mod common;
 
@@ -35,7 +35,16 @@ fn wait_running(c: &Cluster, pod: &str) {
 
 /// kubectl's exit code, stdout and stderr.
 fn run(c: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = c.try_kubectl(args);
+    run_env(c, &[], args)
+}
+
+/// Like [`run`], with extra environment variables.
+fn run_env(c: &Cluster, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = c
+        .kubectl_cmd(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run kubectl");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -45,13 +54,19 @@ fn run(c: &Cluster, args: &[&str]) -> (i32, String, String) {
 
 /// kubectl with `stdin` piped in (closed at its end), killed after 60 s (a hung stream must
 /// fail the test, not hang it).
-fn run_stdin(c: &Cluster, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+fn run_stdin(
+    c: &Cluster,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &[u8],
+) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new("timeout")
         .arg("60")
         .arg("kubectl")
         .args(args)
         .env("KUBECONFIG", c.kubeconfig())
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -277,57 +292,96 @@ spec:
     ));
     wait_running(&c, "web");
 
-    // exec: output, exit codes, stdin with EOF.
-    let (code, out, _) = run(&c, &["exec", "web", "-c", "shell", "--", "echo", "hello"]);
-    assert_eq!((code, out.as_str()), (0, "hello\n"));
-    let (code, _, err) = run(
-        &c,
-        &["exec", "web", "-c", "shell", "--", "sh", "-c", "exit 3"],
-    );
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("command terminated with exit code 3"), "{err}");
-    let (code, out, err) = run(
-        &c,
-        &[
-            "exec",
-            "web",
-            "-c",
-            "shell",
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2",
-        ],
-    );
-    assert_eq!((code, out.as_str()), (0, "out\n"));
-    assert!(err.contains("err"), "{err}");
-    let (code, out, _) = run_stdin(
-        &c,
-        &[
-            "exec",
-            "-i",
-            "web",
-            "-c",
-            "shell",
-            "--",
-            "sh",
-            "-c",
-            "wc -l; echo done",
-        ],
-        b"one\ntwo\nthree\n",
-    );
-    assert_eq!(code, 0);
-    assert_eq!(
-        out.split_whitespace().collect::<Vec<_>>(),
-        ["3", "done"],
-        "{out}"
-    );
+    // exec: output, exit codes, stdin with EOF; over WebSocket (v5.channel.k8s.io, served by
+    // the agent) and over SPDY (proxied to containerd), which kubectl uses when told to.
+    for env in [
+        ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true"),
+        ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
+    ] {
+        let env = &[env];
+        let shell = |cmd: &str| {
+            run_env(
+                &c,
+                env,
+                &["exec", "-v=6", "web", "-c", "shell", "--", "sh", "-c", cmd],
+            )
+        };
+        let (code, out, err) = shell("echo hello");
+        assert_eq!((code, out.as_str()), (0, "hello\n"), "{err}");
+        if env[0].1 == "true" {
+            assert!(
+                err.contains("The subprotocol is v5.channel.k8s.io") && !err.contains("fallback"),
+                "{err}"
+            );
+        } else {
+            assert!(!err.contains("v5.channel.k8s.io"), "{err}");
+        }
+        let (code, _, err) = shell("exit 3");
+        assert_eq!(code, 3, "{env:?}: {err}");
+        assert!(err.contains("command terminated with exit code 3"), "{err}");
+        let (code, out, err) = shell("echo out; echo err >&2");
+        assert_eq!((code, out.as_str()), (0, "out\n"), "{env:?}");
+        assert!(err.contains("err"), "{err}");
+        let (code, out, err) = run_stdin(
+            &c,
+            env,
+            &[
+                "exec",
+                "-i",
+                "web",
+                "-c",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                "wc -l; echo done",
+            ],
+            b"one\ntwo\nthree\n",
+        );
+        assert_eq!(code, 0, "{env:?}: {err}");
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["3", "done"],
+            "{env:?}: {out}"
+        );
+    }
     // No such container: the agent's answer, through the API server.
     let (code, _, err) = run(&c, &["exec", "web", "-c", "nope", "--", "true"]);
     assert_ne!(code, 0);
     assert!(
         err.contains("container nope is not valid for pod web"),
         "{err}"
+    );
+
+    // A WebSocket request offering only protocols nobody here serves: a 400 naming them.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--http1.1",
+            "-m",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", c.token())])
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+        .args(["-H", "Sec-WebSocket-Version: 13"])
+        .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+        .args(["-H", "Sec-WebSocket-Protocol: v9.channel.k8s.io"])
+        .arg(format!(
+            "{}/api/v1/namespaces/default/pods/web/exec?container=shell&command=true&stdout=true",
+            c.url()
+        ))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n400")
+            && text.contains("unsupported WebSocket protocol(s) [v9.channel.k8s.io]"),
+        "{text}"
     );
 
     // A TTY (kubectl needs a terminal for -t: `script` gives it one).
@@ -364,7 +418,7 @@ spec:
 "#
     ));
     wait_running(&c, "reader");
-    let (code, out, err) = run_stdin(&c, &["attach", "-i", "reader"], b"x\ny\n");
+    let (code, out, err) = run_stdin(&c, &[], &["attach", "-i", "reader"], b"x\ny\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("got-x") && out.contains("got-y"), "{out}");
     wait_for("the reader to end", 20, || {
@@ -375,37 +429,66 @@ spec:
         "got-x\ngot-y\nstdin-closed\n"
     );
 
-    // port-forward, then curl through it (twice: one connection each).
-    let local = free_port();
-    let mut pf = Killed(
-        c.kubectl_cmd(&["port-forward", "pod/web", &format!("{local}:80")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl port-forward"),
+    // port-forward, then curl through it: over WebSocket (SPDY tunnelled, unwrapped by the
+    // agent) and over SPDY; one connection per request, one of them 1 MB.
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("big.bin"), &big).expect("write");
+    let big_path = dir.path().join("big.bin");
+    let (code, _, err) = run(
+        &c,
+        &[
+            "cp",
+            big_path.to_str().unwrap(),
+            "web:/usr/share/nginx/html/big.bin",
+            "-c",
+            "nginx",
+        ],
     );
-    // (The reader stays open: kubectl dies of SIGPIPE writing to a closed pipe.)
-    let mut pf_out = BufReader::new(pf.0.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    pf_out.read_line(&mut first).expect("port-forward output");
-    assert!(first.contains("Forwarding from"), "{first}");
-    for _ in 0..2 {
-        let out = Command::new("curl")
-            .args(["-sS", "-m", "10", &format!("http://127.0.0.1:{local}/")])
-            .output()
-            .expect("curl");
-        let body = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            body.contains("Welcome to nginx"),
-            "{body}{}",
-            String::from_utf8_lossy(&out.stderr)
+    assert_eq!(code, 0, "{err}");
+    for mode in ["true", "false"] {
+        let local = free_port();
+        let mut pf = Killed(
+            c.kubectl_cmd(&["port-forward", "pod/web", &format!("{local}:80")])
+                .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", mode)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl port-forward"),
         );
+        // (The reader stays open: kubectl dies of SIGPIPE writing to a closed pipe.)
+        let mut pf_out = BufReader::new(pf.0.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        pf_out.read_line(&mut first).expect("port-forward output");
+        assert!(first.contains("Forwarding from"), "{first}");
+        let get = |path: &str| {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-m",
+                    "20",
+                    &format!("http://127.0.0.1:{local}{path}"),
+                ])
+                .output()
+                .expect("curl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        let page = String::from_utf8_lossy(&get("/")).into_owned();
+        assert!(
+            page.contains("Welcome to nginx"),
+            "websockets={mode}: {page}"
+        );
+        assert!(get("/big.bin") == big, "websockets={mode}: 1 MB differs");
+        drop(pf);
+        drop(pf_out);
     }
-    drop(pf);
-    drop(pf_out);
 
     // cp both ways (tar through exec), with a file of some size and a directory.
-    let dir = tempfile::tempdir().expect("tempdir");
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let src = dir.path().join("payload.bin");
     std::fs::write(&src, &payload).expect("write");
@@ -468,133 +551,4 @@ spec:
         ],
     );
     assert_eq!(out, "alpha\n");
-}
-
-/// The agent's endpoint serves only the API server's kubelet-client certificate.
-#[test]
-fn the_agent_endpoint_serves_only_the_api_server() {
-    let c = Cluster::start_with_agent(&[]);
-    let ip = String::from_utf8_lossy(
-        &c.try_kubectl(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-        ])
-        .stdout,
-    )
-    .into_owned();
-    let port = String::from_utf8_lossy(
-        &c.try_kubectl(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}",
-        ])
-        .stdout,
-    )
-    .into_owned();
-    assert_eq!(port, c.agent_port.to_string());
-    let url = format!("https://{ip}:{port}/containerLogs/kube-system/x/y");
-    let tls = c.data_dir().join("tls");
-    let agent = c.data_dir().join("agent");
-    let curl = |extra: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
-            .args(["--cacert", tls.join("ca.crt").to_str().unwrap()])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("curl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
-    // No certificate: 401.
-    let (_, out) = curl(&[]);
-    assert!(
-        out.ends_with("\n401") && out.contains("Unauthorized"),
-        "{out}"
-    );
-    // The node's own client certificate: 403.
-    let node_cert = agent.join("client-kubelet.crt");
-    let node_key = agent.join("client-kubelet.key");
-    let (_, out) = curl(&[
-        "--cert",
-        node_cert.to_str().unwrap(),
-        "--key",
-        node_key.to_str().unwrap(),
-    ]);
-    assert!(
-        out.ends_with("\n403") && out.contains("system:node:"),
-        "{out}"
-    );
-    // A certificate of another CA with the right name: the handshake fails.
-    let foreign = dir_with_foreign_client_cert();
-    let (code, out) = curl(&[
-        "--cert",
-        foreign.path().join("c.crt").to_str().unwrap(),
-        "--key",
-        foreign.path().join("c.key").to_str().unwrap(),
-    ]);
-    assert!(code != 0 && !out.contains("\n200"), "{code} {out}");
-    // The API server's certificate: served (the pod does not exist here).
-    let (_, out) = curl(&[
-        "--cert",
-        tls.join("apiserver-kubelet-client.crt").to_str().unwrap(),
-        "--key",
-        tls.join("apiserver-kubelet-client.key").to_str().unwrap(),
-    ]);
-    assert!(
-        out.ends_with("\n404") && out.contains(r#"pod \"x\" does not exist"#),
-        "{out}"
-    );
-
-    // The agent's credentials: private files, reused across a restart.
-    use std::os::unix::fs::PermissionsExt;
-    for f in [
-        "client-kubelet.key",
-        "client-kubelet.crt",
-        "serving-kubelet.key",
-        "serving-kubelet.crt",
-        "server-ca.crt",
-        "kubeconfig.yaml",
-    ] {
-        let mode = std::fs::metadata(agent.join(f))
-            .expect(f)
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{f}");
-    }
-    let before = std::fs::read(&node_cert).expect("cert");
-    let mut c = c;
-    c.restart();
-    c.wait_node_ready();
-    assert_eq!(std::fs::read(&node_cert).expect("cert"), before);
-    assert!(
-        c.log().contains("reusing the node's certificates"),
-        "{}",
-        c.log()
-    );
-}
-
-/// A directory with a client certificate named `kube-apiserver-kubelet-client` from a CA the
-/// cluster does not know.
-fn dir_with_foreign_client_cert() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    std::fs::write(dir.path().join("c.crt"), cert.pem()).expect("crt");
-    std::fs::write(dir.path().join("c.key"), key.serialize_pem()).expect("key");
-    dir
 }

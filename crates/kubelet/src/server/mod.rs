@@ -7,14 +7,19 @@
 //!   certificate from another CA fails the handshake.
 //! - `GET /containerLogs/{ns}/{pod}/{container}`: [`logs`].
 //! - `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}`,
-//!   `/portForward/{ns}/{pod}`: [`streams`].
+//!   `/portForward/{ns}/{pod}`: [`streams`], proxied to the runtime; kubectl's WebSocket
+//!   protocols that containerd lacks are translated ([`translate`], with [`websocket`] and
+//!   [`spdy`]).
 //! - `GET /healthz`: `ok`.
 //!
 //! Containers are found through CRI by their labels ([`resolve`]).
 
 pub mod logs;
 pub mod resolve;
+pub mod spdy;
 pub mod streams;
+pub mod translate;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -9,10 +9,11 @@
 //! containerd 1.6's streaming server speaks SPDY/3.1 (`channel.k8s.io`, `v2`-`v4`,
 //! `portforward.k8s.io`) and WebSocket with the `channel.k8s.io` / `base64.channel.k8s.io`
 //! families up to v4. kubectl v1.32 first asks for WebSocket with `v5.channel.k8s.io` (exec,
-//! attach) or `SPDY/3.1+portforward.k8s.io` (port-forward), which containerd does not know; a
-//! non-101 answer makes kubectl fall back to SPDY, so such a request is answered 400 with a
-//! `Status` saying so before any runtime session is made. WebSocket requests offering
-//! protocols containerd knows go through with only those offered.
+//! attach) or `SPDY/3.1+portforward.k8s.io` (port-forward), which containerd does not know:
+//! the agent serves those itself ([`super::translate`]). Other WebSocket requests go through
+//! with only the protocols containerd knows offered; one offering none of them is a 400 (a
+//! non-101 answer makes kubectl fall back to SPDY), answered before any runtime session is
+//! made ([`plan`]).
 
 use std::net::SocketAddr;
 
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::{Body, BoxError, Ctx, Error, query_pairs, resolve};
+use super::{Body, BoxError, Ctx, Error, query_pairs, resolve, translate};
 use crate::runtime::cri;
 
 /// Which streaming request.
@@ -48,6 +49,17 @@ impl Kind {
             ],
             Self::PortForward => &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"],
         }
+    }
+
+    /// Every WebSocket subprotocol the agent serves for this kind.
+    pub fn served_protocols(self) -> Vec<&'static str> {
+        let own = match self {
+            Self::Exec | Self::Attach => translate::V5,
+            Self::PortForward => translate::PORT_FORWARD_TUNNEL,
+        };
+        std::iter::once(own)
+            .chain(self.websocket_protocols().iter().copied())
+            .collect()
     }
 }
 
@@ -118,12 +130,32 @@ impl Upgrade {
     }
 }
 
-/// What the `Sec-WebSocket-Protocol` header sent to the runtime should say: `Ok(None)` to
-/// leave it as it is, `Ok(Some(list))` to offer only the protocols the runtime knows, and an
-/// error when the client offered none of them.
-pub fn runtime_protocols(kind: Kind, offered: &[String]) -> Result<Option<String>, Error> {
-    if offered.is_empty() {
-        return Ok(None);
+/// How a request is served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Proxied to the runtime byte for byte; `Some(list)` rewrites `Sec-WebSocket-Protocol` to
+    /// the protocols the runtime knows.
+    Proxy(Option<String>),
+    /// WebSocket `v5.channel.k8s.io`, translated to SPDY by the agent.
+    TranslateV5,
+    /// WebSocket carrying SPDY port-forwarding, unwrapped by the agent.
+    Tunnel,
+}
+
+/// How to serve a request of `kind` that asks for `upgrade`. kubectl's own protocols come
+/// first (translated); other WebSocket protocols the runtime knows are proxied; a WebSocket
+/// request offering neither is a 400.
+pub fn plan(kind: Kind, upgrade: &Upgrade) -> Result<Plan, Error> {
+    let offered = match upgrade {
+        Upgrade::Spdy => return Ok(Plan::Proxy(None)),
+        Upgrade::WebSocket(offered) if offered.is_empty() => return Ok(Plan::Proxy(None)),
+        Upgrade::WebSocket(offered) => offered,
+    };
+    let has = |p: &str| offered.iter().any(|o| o == p);
+    match kind {
+        Kind::Exec | Kind::Attach if has(translate::V5) => return Ok(Plan::TranslateV5),
+        Kind::PortForward if has(translate::PORT_FORWARD_TUNNEL) => return Ok(Plan::Tunnel),
+        _ => {}
     }
     let known: Vec<&str> = offered
         .iter()
@@ -132,14 +164,13 @@ pub fn runtime_protocols(kind: Kind, offered: &[String]) -> Result<Option<String
         .collect();
     if known.is_empty() {
         return Err(Error::bad_request(format!(
-            "the container runtime's streaming server does not support the WebSocket \
-             protocol(s) [{}]; it supports [{}] over WebSocket, and SPDY/3.1 (clients such as \
-             kubectl fall back to SPDY)",
+            "unsupported WebSocket protocol(s) [{}]: the node agent serves [{}] for this \
+             request over WebSocket, and SPDY/3.1",
             offered.join(", "),
-            kind.websocket_protocols().join(", ")
+            kind.served_protocols().join(", ")
         )));
     }
-    Ok(Some(known.join(", ")))
+    Ok(Plan::Proxy(Some(known.join(", "))))
 }
 
 /// Serves one exec, attach or port-forward request.
@@ -151,16 +182,13 @@ pub async fn serve(
     container: Option<&str>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let upgrade = Upgrade::of(req.headers())?;
-    let protocols = match &upgrade {
-        Upgrade::WebSocket(offered) => runtime_protocols(kind, offered)?,
-        Upgrade::Spdy => None,
-    };
+    let plan = plan(kind, &Upgrade::of(req.headers())?)?;
     let pairs = query_pairs(req.uri().query().unwrap_or(""));
     let mut rt = ctx.cri.runtime.clone();
+    let mut stdio = StdioOptions::default();
     let url = match kind {
         Kind::Exec => {
-            let stdio = StdioOptions::parse(&pairs)?;
+            stdio = StdioOptions::parse(&pairs)?;
             let cmd: Vec<String> = pairs
                 .iter()
                 .filter(|(k, _)| k == "command")
@@ -187,7 +215,7 @@ pub async fn serve(
             .url
         }
         Kind::Attach => {
-            let stdio = StdioOptions::parse(&pairs)?;
+            stdio = StdioOptions::parse(&pairs)?;
             let name = container.unwrap_or_default();
             let c = resolve::running_container(&ctx.cri, ns, pod, name).await?;
             rt.attach(cri::AttachRequest {
@@ -224,7 +252,11 @@ pub async fn serve(
             .url
         }
     };
-    proxy(req, &url, protocols).await
+    match plan {
+        Plan::Proxy(protocols) => proxy(req, &url, protocols).await,
+        Plan::TranslateV5 => translate::exec_v5(req, &url, stdio).await,
+        Plan::Tunnel => translate::port_forward_tunnel(req, &url).await,
+    }
 }
 
 fn runtime_error(s: tonic::Status) -> Error {
@@ -243,12 +275,19 @@ fn hop_header(name: &HeaderName) -> bool {
     )
 }
 
-/// Forwards `req` to the runtime's streaming `url` and, on `101`, splices the connections.
-async fn proxy(
-    mut req: Request<Incoming>,
-    url: &str,
-    protocols: Option<String>,
-) -> Result<Response<Body>, Error> {
+/// A connection to the runtime's streaming server for `url`: the request sender, the path
+/// (and query) to ask for, and the `Host` to name.
+pub struct RuntimeConn {
+    /// Sends the one request (the connection's driver runs with upgrades on).
+    pub sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    /// The URL's path and query.
+    pub path: String,
+    /// The URL's authority.
+    pub authority: String,
+}
+
+/// Dials the runtime's streaming server at `url` (plain HTTP on loopback).
+pub async fn dial(url: &str) -> Result<RuntimeConn, Error> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| Error::internal(format!("the runtime's streaming URL {url:?}: {e}")))?;
@@ -261,12 +300,11 @@ async fn proxy(
         None => format!("{}:80", authority.host()).parse(),
     }
     .map_err(|e| Error::internal(format!("the runtime's streaming address {authority}: {e}")))?;
-    let client_upgrade = hyper::upgrade::on(&mut req);
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| Error::internal(format!("dial {addr}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| {
             Error::internal(format!("connecting to the runtime's streaming server: {e}"))
@@ -276,10 +314,28 @@ async fn proxy(
             tracing::debug!("runtime streaming connection: {e}");
         }
     });
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Ok(RuntimeConn {
+        sender,
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        authority: authority.to_string(),
+    })
+}
+
+/// Forwards `req` to the runtime's streaming `url` and, on `101`, splices the connections.
+async fn proxy(
+    mut req: Request<Incoming>,
+    url: &str,
+    protocols: Option<String>,
+) -> Result<Response<Body>, Error> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let RuntimeConn {
+        mut sender,
+        path,
+        authority,
+    } = dial(url).await?;
     let mut out = Request::builder()
         .method(req.method().clone())
-        .uri(path)
+        .uri(path.as_str())
         .body(Empty::<Bytes>::new())
         .map_err(|e| Error::internal(format!("building the runtime request: {e}")))?;
     for (name, value) in req.headers() {
@@ -292,7 +348,7 @@ async fn proxy(
     {
         out.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, v);
     }
-    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+    if let Ok(v) = HeaderValue::from_str(&authority) {
         out.headers_mut().insert(header::HOST, v);
     }
     let mut resp = sender
@@ -314,7 +370,7 @@ async fn proxy(
     let mut switching = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
     *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *switching.headers_mut() = resp.headers().clone();
-    let what = path.to_string();
+    let what = path;
     tokio::spawn(async move {
         let (client, runtime) = match tokio::try_join!(client_upgrade, runtime_upgrade) {
             Ok(pair) => pair,
@@ -361,22 +417,29 @@ mod tests {
     }
 
     #[test]
-    fn websocket_protocols_containerd_cannot_serve_are_refused() {
-        let v5 = vec!["v5.channel.k8s.io".to_string()];
-        let e = runtime_protocols(Kind::Exec, &v5).unwrap_err();
-        assert_eq!(e.code, 400);
-        assert!(e.message.contains("v5.channel.k8s.io"), "{}", e.message);
-        let tunnel = vec!["SPDY/3.1+portforward.k8s.io".to_string()];
-        assert!(runtime_protocols(Kind::PortForward, &tunnel).is_err());
-        let both = vec![
-            "v5.channel.k8s.io".to_string(),
-            "v4.channel.k8s.io".to_string(),
-        ];
+    fn kubectls_protocols_are_translated_and_others_proxied_or_refused() {
+        let ws = |p: &[&str]| Upgrade::WebSocket(p.iter().map(|s| s.to_string()).collect());
         assert_eq!(
-            runtime_protocols(Kind::Exec, &both).unwrap().as_deref(),
-            Some("v4.channel.k8s.io")
+            plan(Kind::Exec, &ws(&["v5.channel.k8s.io"])).unwrap(),
+            Plan::TranslateV5
         );
-        assert_eq!(runtime_protocols(Kind::Attach, &[]).unwrap(), None);
+        assert_eq!(
+            plan(Kind::PortForward, &ws(&["SPDY/3.1+portforward.k8s.io"])).unwrap(),
+            Plan::Tunnel
+        );
+        assert_eq!(
+            plan(Kind::Attach, &ws(&["v4.channel.k8s.io", "x"])).unwrap(),
+            Plan::Proxy(Some("v4.channel.k8s.io".into()))
+        );
+        assert_eq!(plan(Kind::Exec, &ws(&[])).unwrap(), Plan::Proxy(None));
+        assert_eq!(plan(Kind::Exec, &Upgrade::Spdy).unwrap(), Plan::Proxy(None));
+        let e = plan(Kind::PortForward, &ws(&["v5.channel.k8s.io"])).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("SPDY/3.1+portforward.k8s.io"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
