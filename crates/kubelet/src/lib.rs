@@ -98,6 +98,7 @@ pub async fn run(
     std::fs::create_dir_all(&agent_dir)
         .with_context(|| format!("cannot create {}", agent_dir.display()))?;
     let (cri, health, layout) = start_runtime(&config, shutdown.clone()).await?;
+    std::fs::create_dir_all(node::local_path_root(&config.data_dir))?;
     let images_dir = agent_dir.join("images");
     std::fs::create_dir_all(&images_dir)?;
     images::import_dir(&layout.socket, &images_dir).await;
