@@ -24,6 +24,7 @@
 mod api;
 mod kv;
 mod machine;
+mod pods;
 mod report;
 mod server;
 mod stats;
@@ -86,6 +87,12 @@ struct Cli {
     /// The corten binary.
     #[arg(long, default_value = "target/release/corten")]
     corten_bin: PathBuf,
+    /// Pods the node agent benchmark starts (one at a time, then all at once).
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Where `scripts/images.sh` left the test images (pods benchmark).
+    #[arg(long, default_value = "target/images")]
+    images_dir: PathBuf,
     /// The etcd binary (3.4).
     #[arg(long, default_value = "etcd")]
     etcd_bin: PathBuf,
@@ -108,6 +115,8 @@ enum Part {
     All,
     Api,
     Store,
+    /// The node agent: pod startup latency against the raw CRI floor, agent memory.
+    Pods,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -142,7 +151,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[corten-bench] {msg}");
 }
 
@@ -162,6 +171,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::All => "all",
                 Part::Api => "API server only",
                 Part::Store => "store vs etcd only",
+                Part::Pods => "node agent: pod startup and memory",
             }
         ),
         ..Default::default()
@@ -199,6 +209,15 @@ async fn run(cli: Cli) -> Result<()> {
     }
     if matches!(cli.part, Part::All | Part::Store) {
         store_part(&cli, &mut report, &mut own).await?;
+    }
+    if cli.part == Part::Pods {
+        let bin = std::fs::canonicalize(&cli.corten_bin).with_context(|| {
+            format!(
+                "{} (cargo build --release -p corten)",
+                cli.corten_bin.display()
+            )
+        })?;
+        pods::run(&bin, &cli.images_dir, &cli.work_dir, cli.pods, &mut report).await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();

@@ -134,8 +134,29 @@ pub struct Corten {
 }
 
 impl Corten {
-    /// Starts `bin server` and waits until `/readyz` answers through the admin kubeconfig.
+    /// Starts `bin server` (the API server alone) and waits until `/readyz` answers through
+    /// the admin kubeconfig.
     pub async fn start(bin: &Path, work_dir: &Path) -> Result<(Corten, kube::Config)> {
+        // The API server on its own: the in-process controllers and scheduler are API
+        // clients with caches of their own, measured by their own benchmarks.
+        Self::start_with(
+            bin,
+            work_dir,
+            &[
+                "--disable-controller-manager",
+                "--disable-scheduler",
+                "--disable-agent",
+            ],
+        )
+        .await
+    }
+
+    /// Starts `bin server` with `flags` and waits until it is ready.
+    pub async fn start_with(
+        bin: &Path,
+        work_dir: &Path,
+        flags: &[&str],
+    ) -> Result<(Corten, kube::Config)> {
         let dir = tempfile::Builder::new()
             .prefix("corten-bench-server-")
             .tempdir_in(work_dir)
@@ -149,11 +170,8 @@ impl Corten {
                 &port.to_string(),
                 "--bind-address",
                 "127.0.0.1",
-                // The API server on its own: the in-process controllers and scheduler are API
-                // clients with caches of their own, measured by their own benchmarks.
-                "--disable-controller-manager",
-                "--disable-scheduler",
             ])
+            .args(flags)
             .env("CORTEN_LOG", "warn");
         let log = dir.path().join("server.log");
         let proc = Proc::spawn("corten server", cmd, log)?;

@@ -252,6 +252,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: nomount}}
+spec:
+  containers:
+  - {{name: c, image: {BUSYBOX}, command: [sleep, "3600"], volumeMounts: [{{name: v, mountPath: /v}}]}}
+  volumes: [{{name: v, configMap: {{name: absent}}}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: never}}
 spec:
   containers:
@@ -273,6 +281,23 @@ spec:
     assert_eq!(
         std::fs::read_to_string(pv_dir.join("file")).unwrap(),
         "persisted\n"
+    );
+    wait_for("FailedMount", 30, || {
+        c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=nomount,reason=FailedMount",
+        ])
+        .contains("configmap \"absent\" not found")
+    });
+    assert_eq!(
+        jsonpath(
+            &c,
+            "nomount",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "ContainerCreating"
     );
     wait_for("ErrImageNeverPull", 30, || {
         jsonpath(

@@ -144,6 +144,7 @@ pub async fn run(
     let listener = server::bind(config.agent_port).await?;
     let tls = server::tls_config(&creds)?;
     let (cri, health, layout) = start_runtime(&config, shutdown.clone()).await?;
+    std::fs::create_dir_all(node::local_path_root(&config.data_dir))?;
     tokio::spawn(server::serve(
         listener,
         tls,
