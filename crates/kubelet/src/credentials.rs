@@ -350,6 +350,7 @@ async fn request(
 
 /// `GET /cacerts`, without verifying the server: the caller checks the answer.
 async fn fetch_ca(server: &http::Uri) -> Result<String> {
+    tracing::info!(%server, "fetching the cluster CA (unverified; checked against the join token)");
     let mut config = kube::Config::new(server.clone());
     config.accept_invalid_certs = true;
     config.connect_timeout = Some(Duration::from_secs(10));
