@@ -24,6 +24,7 @@
 mod api;
 mod kv;
 mod machine;
+mod proxy;
 mod report;
 mod server;
 mod stats;
@@ -108,6 +109,8 @@ enum Part {
     All,
     Api,
     Store,
+    /// The service proxy (needs root and `nft`; not part of `all`).
+    Proxy,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -162,6 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::All => "all",
                 Part::Api => "API server only",
                 Part::Store => "store vs etcd only",
+                Part::Proxy => "service proxy",
             }
         ),
         ..Default::default()
@@ -180,8 +184,13 @@ async fn run(cli: Cli) -> Result<()> {
     report.facts.push((
         "Build".into(),
         format!(
-            "`{}` (cargo --release: opt-level 3, line-table debug info); corten-bench {} build",
+            "`{}` ({}); corten-bench {} build",
             cli.corten_bin.display(),
+            if cli.corten_bin.to_string_lossy().contains("/debug/") {
+                "cargo dev profile: workspace crates unoptimised, dependencies opt-level 1"
+            } else {
+                "cargo --release: opt-level 3, line-table debug info"
+            },
             if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -199,6 +208,11 @@ async fn run(cli: Cli) -> Result<()> {
     }
     if matches!(cli.part, Part::All | Part::Store) {
         store_part(&cli, &mut report, &mut own).await?;
+    }
+    if cli.part == Part::Proxy {
+        let bin = std::fs::canonicalize(&cli.corten_bin)
+            .with_context(|| format!("{} (build it first)", cli.corten_bin.display()))?;
+        proxy::run(&bin, &cli.work_dir, &mut report).await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();

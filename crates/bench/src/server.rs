@@ -153,6 +153,8 @@ impl Corten {
                 // clients with caches of their own, measured by their own benchmarks.
                 "--disable-controller-manager",
                 "--disable-scheduler",
+                // No node agent (and so no service proxy): the API server alone.
+                "--disable-agent",
             ])
             .env("CORTEN_LOG", "warn");
         let log = dir.path().join("server.log");
