@@ -239,6 +239,7 @@ async fn sync_loop(
         }
         tokio::time::sleep(config.debounce).await;
         let since = pending.take().unwrap_or_else(Instant::now);
+        let t = Instant::now();
         let svcs = services.state();
         let eps = slices.state();
         let model = model::build(
@@ -246,6 +247,7 @@ async fn sync_loop(
             eps.iter().map(|s| &**s),
             &config.node_name,
         );
+        let model_time = t.elapsed();
         match syncer.sync(&model).await {
             Ok(stats) => {
                 let latency = since.elapsed();
@@ -261,6 +263,7 @@ async fn sync_loop(
                 first = false;
                 tracing::debug!(
                     latency_ms = latency.as_secs_f64() * 1e3,
+                    model_ms = model_time.as_secs_f64() * 1e3,
                     render_ms = stats.render.as_secs_f64() * 1e3,
                     apply_ms = stats.apply.as_secs_f64() * 1e3,
                     commands = stats.commands,

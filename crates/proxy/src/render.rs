@@ -135,8 +135,28 @@ fn affinity_set(sp: &ServicePort, ep: &Endpoint, timeout: u32) -> String {
     format!("affinity-{}__{}/{}__{timeout}", sp.id, ep.ip, ep.port)
 }
 
-/// Renders the per-service part of the table for `model`.
+impl Ruleset {
+    /// Adds everything of `other` (rulesets of different service ports are disjoint).
+    pub fn merge(&mut self, other: Ruleset) {
+        self.chains.extend(other.chains);
+        self.sets.extend(other.sets);
+        self.elements.extend(other.elements);
+    }
+}
+
+/// Renders the per-service part of the table for `model`: [`render_global`] and
+/// [`render_port`] for every port.
 pub fn render(model: &Model, cfg: &RenderConfig) -> Ruleset {
+    let mut rs = render_global(model);
+    for sp in model.ports.values() {
+        rs.merge(render_port(sp, cfg));
+    }
+    rs
+}
+
+/// What no single service port owns: the sets of ClusterIPs (several ports share one) and of
+/// node-local ClusterIPs.
+pub fn render_global(model: &Model) -> Ruleset {
     let mut rs = Ruleset::default();
     for ip in &model.node_local_ips {
         rs.elements.insert(Element {
@@ -146,7 +166,11 @@ pub fn render(model: &Model, cfg: &RenderConfig) -> Ruleset {
         });
     }
     for sp in model.ports.values() {
-        render_port(&mut rs, sp, cfg);
+        rs.elements.insert(Element {
+            map: CLUSTER_IPS,
+            key: Key::Ip(sp.cluster_ip),
+            value: None,
+        });
     }
     rs
 }
@@ -194,17 +218,20 @@ fn dispatch(rs: &mut Ruleset, sp: &ServicePort, kind: &str, eps: &[Endpoint]) ->
     name
 }
 
-fn render_port(rs: &mut Ruleset, sp: &ServicePort, cfg: &RenderConfig) {
+/// The chains, sets and map elements of one service port (names carry its id, so the
+/// rulesets of different ports never overlap).
+pub fn render_port(sp: &ServicePort, cfg: &RenderConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    render_port_into(&mut rs, sp, cfg);
+    rs
+}
+
+fn render_port_into(rs: &mut Ruleset, sp: &ServicePort, cfg: &RenderConfig) {
     let all = (!sp.endpoints.is_empty()).then(|| dispatch(rs, sp, "cluster", &sp.endpoints));
     let wants_local = sp.internal_local || sp.external_local;
     let local = (wants_local && !sp.local_endpoints.is_empty())
         .then(|| dispatch(rs, sp, "local", &sp.local_endpoints));
     let cluster_key = Key::IpProtoPort(sp.cluster_ip, sp.proto, sp.port);
-    rs.elements.insert(Element {
-        map: CLUSTER_IPS,
-        key: Key::Ip(sp.cluster_ip),
-        value: None,
-    });
 
     // ClusterIP.
     let internal = if sp.internal_local { &local } else { &all };

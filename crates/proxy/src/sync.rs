@@ -2,14 +2,25 @@
 //! whole table in one transaction; later ones send only the difference from what was last
 //! applied, also in one transaction. Each transaction is one `nft -j -f -` run through the
 //! `nftables` crate.
+//!
+//! Rendering is incremental too: the rules of each service port are kept with the model they
+//! were rendered from, and only ports whose model changed are rendered and diffed again.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use std::collections::HashMap;
+
 use crate::batch::{self, Batch};
-use crate::model::Model;
-use crate::render::{RenderConfig, Ruleset, render};
+use crate::model::{Model, ServicePort};
+use crate::render::{RenderConfig, Ruleset, render_global, render_port};
+
+/// What is in the table: the shared part, and each port's model and rules.
+struct Applied {
+    global: Ruleset,
+    ports: HashMap<String, (ServicePort, Ruleset)>,
+}
 
 /// What one sync did.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +38,7 @@ pub struct SyncStats {
 /// Keeps what was last applied, to send only differences.
 pub struct Syncer {
     cfg: RenderConfig,
-    applied: Option<Ruleset>,
+    applied: Option<Applied>,
 }
 
 impl Syncer {
@@ -49,10 +60,43 @@ impl Syncer {
     /// Brings the table to `model`. On failure the next sync is a full one.
     pub async fn sync(&mut self, model: &Model) -> Result<SyncStats> {
         let t = Instant::now();
-        let new = render(model, &self.cfg);
-        let (full, batch) = match &self.applied {
-            Some(old) => (false, batch::diff(&self.cfg, old, &new)),
-            None => (true, batch::full(&self.cfg, &new)),
+        let previous = self.applied.take();
+        let full = previous.is_none();
+        let (old_global, mut old_ports) = previous.map(|a| (a.global, a.ports)).unwrap_or_default();
+        let mut ports = HashMap::with_capacity(model.ports.len());
+        // Only what changed: the old and new rules of changed, added and removed ports.
+        let (mut old_changed, mut new_changed) = (old_global, render_global(model));
+        for (id, sp) in &model.ports {
+            let rs = match old_ports.remove(id) {
+                Some((old_sp, old_rs)) if old_sp == *sp => old_rs,
+                other => {
+                    if let Some((_, old_rs)) = other {
+                        old_changed.merge(old_rs);
+                    }
+                    let rs = render_port(sp, &self.cfg);
+                    if !full {
+                        new_changed.merge(rs.clone());
+                    }
+                    rs
+                }
+            };
+            ports.insert(id.clone(), (sp.clone(), rs));
+        }
+        for (_, old_rs) in old_ports.into_values() {
+            old_changed.merge(old_rs);
+        }
+        let batch = if full {
+            let mut all = new_changed.clone();
+            for (_, rs) in ports.values() {
+                all.merge(rs.clone());
+            }
+            batch::full(&self.cfg, &all)
+        } else {
+            batch::diff(&self.cfg, &old_changed, &new_changed)
+        };
+        let new = Applied {
+            global: render_global(model),
+            ports,
         };
         let render_time = t.elapsed();
         let mut stats = SyncStats {
@@ -62,6 +106,7 @@ impl Syncer {
             apply: Duration::ZERO,
         };
         if batch.is_empty() {
+            self.applied = Some(new);
             return Ok(stats);
         }
         let t = Instant::now();

@@ -128,7 +128,8 @@ async fn full_then_incremental_then_removed() {
 
     // A service goes away entirely.
     let m = model::build([&web], [&s2], "me");
-    syncer.sync(&m).await.expect("removal sync");
+    let stats = syncer.sync(&m).await.expect("removal sync");
+    assert!(!stats.full, "a sync after a no-op must stay incremental");
     let text = list(&name);
     assert!(!text.contains("default/empty"), "{text}");
 
