@@ -25,6 +25,7 @@ mod api;
 mod kv;
 mod machine;
 mod pods;
+mod proxy;
 mod report;
 mod server;
 mod stats;
@@ -117,6 +118,8 @@ enum Part {
     Store,
     /// The node agent: pod startup latency against the raw CRI floor, agent memory.
     Pods,
+    /// The service proxy (needs root and `nft`; not part of `all`).
+    Proxy,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -172,6 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::Api => "API server only",
                 Part::Store => "store vs etcd only",
                 Part::Pods => "node agent: pod startup and memory",
+                Part::Proxy => "service proxy",
             }
         ),
         ..Default::default()
@@ -190,8 +194,13 @@ async fn run(cli: Cli) -> Result<()> {
     report.facts.push((
         "Build".into(),
         format!(
-            "`{}` (cargo --release: opt-level 3, line-table debug info); corten-bench {} build",
+            "`{}` ({}); corten-bench {} build",
             cli.corten_bin.display(),
+            if cli.corten_bin.to_string_lossy().contains("/debug/") {
+                "cargo dev profile: workspace crates unoptimised, dependencies opt-level 1"
+            } else {
+                "cargo --release: opt-level 3, line-table debug info"
+            },
             if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -218,6 +227,11 @@ async fn run(cli: Cli) -> Result<()> {
             )
         })?;
         pods::run(&bin, &cli.images_dir, &cli.work_dir, cli.pods, &mut report).await?;
+    }
+    if cli.part == Part::Proxy {
+        let bin = std::fs::canonicalize(&cli.corten_bin)
+            .with_context(|| format!("{} (build it first)", cli.corten_bin.display()))?;
+        proxy::run(&bin, &cli.work_dir, &mut report).await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();

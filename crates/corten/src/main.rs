@@ -145,6 +145,9 @@ struct ServerArgs {
     /// Do not run a node agent for this machine (the server is then a control plane only).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the service proxy (it runs with the node agent).
+    #[arg(long)]
+    disable_proxy: bool,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
     /// agent's own containerd.
     #[arg(long)]
@@ -278,6 +281,7 @@ fn server(args: ServerArgs) -> ExitCode {
     let components = Components {
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
+        proxy: !args.disable_proxy,
         agent,
     };
     let result = runtime.block_on(async move {
@@ -379,6 +383,15 @@ async fn run_server(
     }
     if components.scheduler {
         tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
+    }
+    if let Some(agent) = components.agent.as_ref().filter(|_| components.proxy) {
+        let (client, config) = (client.clone(), proxy::Config::new(&agent.node_name));
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = proxy::run(client, config, shutdown).await {
+                tracing::error!("service proxy: {e:#}");
+            }
+        });
     }
     if let Some(agent) = components.agent {
         let shutdown = shutdown.clone();
@@ -536,6 +549,7 @@ fn images(cmd: ImagesCommand) -> ExitCode {
 struct Components {
     controller_manager: bool,
     scheduler: bool,
+    proxy: bool,
     agent: Option<kubelet::AgentConfig>,
 }
 
