@@ -3,18 +3,15 @@
 # (etcd 3.4 from Debian's etcd-server as the comparison peer; protoc and the well-known protos
 # for the etcd client), builds the release binaries and runs `corten-bench all`.
 # Takes about 10 minutes on 2 cores.
-# A first argument all, api, store or dns picks the part (default all; `scripts/bench.sh dns`:
-# cluster DNS against dnsmasq, about 30 s). Further arguments go to corten-bench, e.g.
-# `scripts/bench.sh --no-docs` or `--kind configmap` (see `corten-bench --help`).
+# Extra arguments go to corten-bench, e.g. `scripts/bench.sh --no-docs` or `--kind configmap`
+# (see `corten-bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=all
-case "${1:-}" in all|api|store|dns) part=$1; shift ;; esac
-scripts/deps.sh etcd-server dnsmasq-base
+scripts/deps.sh etcd-server
 etcd_bin=$(command -v etcd || true)
 [ -n "$etcd_bin" ] || { echo "etcd not found after installing etcd-server" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-target}
 echo "==> building corten and corten-bench (release)"
 cargo build --release --locked -p corten -p bench
-echo "==> running corten-bench $part (results: stdout and docs/benchmarks.md)"
-exec "$target/release/corten-bench" "$part" --corten-bin "$target/release/corten" --etcd-bin "$etcd_bin" "$@"
+echo "==> running corten-bench all (results: stdout and docs/benchmarks.md)"
+exec "$target/release/corten-bench" all --corten-bin "$target/release/corten" --etcd-bin "$etcd_bin" "$@"

@@ -1,7 +1,7 @@
 //! `corten-bench dns`: cluster DNS under load, against dnsmasq serving the same names.
 //!
 //! 1. starts `corten server --disable-agent --dns-listen 127.0.0.1:PORT` (the API server and
-//!    the DNS server in one process, as on a node) and creates `--dns-services` ClusterIP
+//!    the DNS server in one process, as on a node; no controllers, scheduler or agent) and creates `--dns-services` ClusterIP
 //!    services in namespace `bench`;
 //! 2. propagation: creates `--dns-fresh` more services one at a time; for each, the time from
 //!    the create's acknowledgement to the first query (polled every millisecond) that

@@ -28,6 +28,8 @@ mod api;
 mod dns;
 mod kv;
 mod machine;
+mod pods;
+mod proxy;
 mod report;
 mod server;
 mod stats;
@@ -90,6 +92,12 @@ struct Cli {
     /// The corten binary.
     #[arg(long, default_value = "target/release/corten")]
     corten_bin: PathBuf,
+    /// Pods the node agent benchmark starts (one at a time, then all at once).
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Where `scripts/images.sh` left the test images (pods benchmark).
+    #[arg(long, default_value = "target/images")]
+    images_dir: PathBuf,
     /// Services in the zone of the DNS benchmark.
     #[arg(long, default_value_t = 1000)]
     dns_services: usize,
@@ -127,6 +135,11 @@ enum Part {
     All,
     Api,
     Store,
+    /// The node agent: pod startup latency against the raw CRI floor, agent memory.
+    Pods,
+    /// The service proxy (needs root and `nft`; not part of `all`).
+    Proxy,
+    /// Cluster DNS against dnsmasq (not part of `all`).
     Dns,
 }
 
@@ -162,7 +175,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[corten-bench] {msg}");
 }
 
@@ -182,6 +195,8 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::All => "all",
                 Part::Api => "API server only",
                 Part::Store => "store vs etcd only",
+                Part::Pods => "node agent: pod startup and memory",
+                Part::Proxy => "service proxy",
                 Part::Dns => "cluster DNS",
             }
         ),
@@ -203,12 +218,8 @@ async fn run(cli: Cli) -> Result<()> {
         format!(
             "`{}` ({}); corten-bench {} build",
             cli.corten_bin.display(),
-            if cli
-                .corten_bin
-                .components()
-                .any(|c| c.as_os_str() == "debug")
-            {
-                "cargo dev profile: workspace crates opt-level 0, dependencies opt-level 1"
+            if cli.corten_bin.to_string_lossy().contains("/debug/") {
+                "cargo dev profile: workspace crates unoptimised, dependencies opt-level 1"
             } else {
                 "cargo --release: opt-level 3, line-table debug info"
             },
@@ -230,7 +241,21 @@ async fn run(cli: Cli) -> Result<()> {
     if matches!(cli.part, Part::All | Part::Store) {
         store_part(&cli, &mut report, &mut own).await?;
     }
-    if matches!(cli.part, Part::All | Part::Dns) {
+    if cli.part == Part::Pods {
+        let bin = std::fs::canonicalize(&cli.corten_bin).with_context(|| {
+            format!(
+                "{} (cargo build --release -p corten)",
+                cli.corten_bin.display()
+            )
+        })?;
+        pods::run(&bin, &cli.images_dir, &cli.work_dir, cli.pods, &mut report).await?;
+    }
+    if cli.part == Part::Proxy {
+        let bin = std::fs::canonicalize(&cli.corten_bin)
+            .with_context(|| format!("{} (build it first)", cli.corten_bin.display()))?;
+        proxy::run(&bin, &cli.work_dir, &mut report).await?;
+    }
+    if cli.part == Part::Dns {
         let params = dns::Params {
             corten_bin: cli.corten_bin.clone(),
             dnsmasq_bin: cli.dnsmasq_bin.clone(),

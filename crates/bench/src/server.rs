@@ -134,16 +134,28 @@ pub struct Corten {
 }
 
 impl Corten {
-    /// Starts `bin server` and waits until `/readyz` answers through the admin kubeconfig.
+    /// Starts `bin server` (the API server alone) and waits until `/readyz` answers through
+    /// the admin kubeconfig.
     pub async fn start(bin: &Path, work_dir: &Path) -> Result<(Corten, kube::Config)> {
-        Self::start_with(bin, work_dir, &[]).await
+        // The API server on its own: the in-process controllers and scheduler are API
+        // clients with caches of their own, measured by their own benchmarks.
+        Self::start_with(
+            bin,
+            work_dir,
+            &[
+                "--disable-controller-manager",
+                "--disable-scheduler",
+                "--disable-agent",
+            ],
+        )
+        .await
     }
 
-    /// Like [`Corten::start`], with `extra` flags.
+    /// Starts `bin server` with `flags` and waits until it is ready.
     pub async fn start_with(
         bin: &Path,
         work_dir: &Path,
-        extra: &[&str],
+        flags: &[&str],
     ) -> Result<(Corten, kube::Config)> {
         let dir = tempfile::Builder::new()
             .prefix("corten-bench-server-")
@@ -158,12 +170,8 @@ impl Corten {
                 &port.to_string(),
                 "--bind-address",
                 "127.0.0.1",
-                // The API server on its own: the in-process controllers and scheduler are API
-                // clients with caches of their own, measured by their own benchmarks.
-                "--disable-controller-manager",
-                "--disable-scheduler",
             ])
-            .args(extra)
+            .args(flags)
             .env("CORTEN_LOG", "warn");
         let log = dir.path().join("server.log");
         let proc = Proc::spawn("corten server", cmd, log)?;

@@ -25,7 +25,7 @@ struct Ctx {
     client: Client,
 }
 
-fn selects(svc: &Service, pod: &Pod) -> bool {
+pub(crate) fn selects(svc: &Service, pod: &Pod) -> bool {
     let Some(selector) = svc
         .spec
         .as_ref()
@@ -63,7 +63,7 @@ pub async fn run(client: Client) {
 }
 
 /// The port of a pod that a service port's `targetPort` names (None: the pod lacks it).
-fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32> {
+pub(crate) fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32> {
     match target {
         None => Some(port),
         Some(IntOrString::Int(p)) => Some(*p),
@@ -78,7 +78,7 @@ fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(crate) fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

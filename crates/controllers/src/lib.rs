@@ -10,8 +10,12 @@
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 //! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
 //! - [`endpoints`]: Endpoints of the ready and not-ready pods each Service selects.
+//! - [`endpointslice`]: discovery.k8s.io/v1 EndpointSlices of the pods each Service selects.
+//! - [`servicelb`]: the built-in load balancer: LoadBalancer Services get the node addresses.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate).
 //! - [`nodeipam`]: gives every Node a /24 pod CIDR out of the cluster CIDR.
+//! - [`statefulset`]: pods with stable identities and their own claims, in order.
+//! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //!
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
@@ -23,12 +27,16 @@ use tokio::sync::watch;
 pub mod controller_utils;
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
 pub mod resources;
 pub mod serviceaccount;
+pub mod servicelb;
+pub mod statefulset;
+pub mod volumes;
 
 /// Runs every controller until `shutdown` turns true.
 pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
@@ -47,6 +55,14 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
+    spawn(&mut tasks, "statefulset", statefulset::run(client.clone()));
+    spawn(&mut tasks, "volumes", volumes::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "endpointslice",
+        endpointslice::run(client.clone()),
+    );
+    spawn(&mut tasks, "servicelb", servicelb::run(client.clone()));
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }

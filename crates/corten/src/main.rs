@@ -1,17 +1,19 @@
 //! The `corten` binary: `corten server` runs a whole single-node control plane in one process;
-//! by default with a node agent for this machine; `corten images` imports images offline;
-//! `corten sim-nodes` registers simulated nodes (pods on them are reported Running without
-//! containers, as kwok does) against any cluster.
+//! by default with a node agent for this machine; `corten agent` runs a node agent that joins a
+//! server with its join token; `corten images` imports images offline; `corten sim-nodes`
+//! registers simulated nodes (pods on them are reported Running without containers, as kwok
+//! does) against any cluster.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
-#[command(name = "corten", version, about)]
+#[command(name = "corten", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Runs the control plane (API server on the embedded datastore).
     Server(ServerArgs),
+    /// Runs a node agent that joins a server with the server's join token (DATA_DIR/token).
+    Agent(AgentArgs),
     /// Runs simulated nodes: pods bound to them are reported Running without containers.
     SimNodes(SimNodesArgs),
     /// Manages the node's container images (offline import).
@@ -62,6 +66,41 @@ struct KillallArgs {
     /// The data directory of the node.
     #[arg(long, default_value = "/var/lib/corten")]
     data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The server to join: `https://HOST:PORT`.
+    #[arg(long, env = "CORTEN_URL")]
+    server: String,
+    /// The join token (the server's DATA_DIR/token).
+    #[arg(long, env = "CORTEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the join token (wins over --token).
+    #[arg(long, env = "CORTEN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the agent keeps its state (under DATA_DIR/agent).
+    #[arg(long, default_value = "/var/lib/corten")]
+    data_dir: PathBuf,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address (default: the source address of the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
+    /// agent's own containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// The port of the agent's HTTPS endpoint (kubelet's 10250).
+    #[arg(long, default_value_t = AGENT_PORT)]
+    agent_port: u16,
+    /// Extra Node labels, `KEY=VALUE` (repeatable).
+    #[arg(long = "node-label")]
+    node_labels: Vec<String>,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "CORTEN_LOG", default_value = "info")]
+    log: String,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +161,9 @@ struct ServerArgs {
     /// Do not run a node agent for this machine (the server is then a control plane only).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the service proxy (it runs with the node agent).
+    #[arg(long)]
+    disable_proxy: bool,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
     /// agent's own containerd.
     #[arg(long)]
@@ -131,6 +173,12 @@ struct ServerArgs {
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// The node's address (default: the source address of the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// The port of the node agent's HTTPS endpoint (kubelet's 10250).
+    #[arg(long, default_value_t = AGENT_PORT)]
+    agent_port: u16,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apiserver=debug`.
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -140,6 +188,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
+        Command::Agent(args) => agent(args),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Images(cmd) => images(cmd),
         Command::Killall(args) => block_on("info", async move {
@@ -234,13 +283,13 @@ fn server(args: ServerArgs) -> ExitCode {
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
-        node_ip: apiserver::primary_address(),
+        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
         data_dir: config.data_dir.clone(),
         runtime_endpoint: args.container_runtime_endpoint.clone(),
         cluster_dns: CLUSTER_DNS.into(),
         cluster_domain: "cluster.local".into(),
         cluster_cidr: controllers::nodeipam::DEFAULT_CLUSTER_CIDR.into(),
-        agent_port: AGENT_PORT,
+        agent_port: args.agent_port,
         labels: [
             (
                 "node-role.kubernetes.io/control-plane".to_string(),
@@ -257,6 +306,7 @@ fn server(args: ServerArgs) -> ExitCode {
     let components = Components {
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
+        proxy: !args.disable_proxy,
         agent,
         dns,
     };
@@ -273,14 +323,85 @@ fn server(args: ServerArgs) -> ExitCode {
     }
 }
 
+/// A node agent joining a server with the join token.
+fn agent(args: AgentArgs) -> ExitCode {
+    init_logging(&args.log);
+    let token = match (&args.token_file, &args.token) {
+        (Some(path), _) => match std::fs::read_to_string(path) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => {
+                eprintln!("corten: cannot read the token file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, Some(t)) => t.trim().to_string(),
+        (None, None) => {
+            eprintln!("corten: a join token is needed: --token, --token-file or CORTEN_TOKEN");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.node_labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                eprintln!("corten: --node-label {l:?}: expected KEY=VALUE");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let config = kubelet::AgentConfig {
+        node_name: args.node_name.unwrap_or_else(host_name),
+        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
+        data_dir: args.data_dir,
+        runtime_endpoint: args.container_runtime_endpoint,
+        cluster_dns: CLUSTER_DNS.into(),
+        cluster_domain: "cluster.local".into(),
+        cluster_cidr: controllers::nodeipam::DEFAULT_CLUSTER_CIDR.into(),
+        agent_port: args.agent_port,
+        labels,
+    };
+    let join = kubelet::credentials::Join {
+        server: args.server,
+        token,
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_on_signal();
+        kubelet::run(config, join, shutdown).await
+    });
+    // Let the supervised containerd stop (containers keep running).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(12));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corten: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The whole single-node control plane: the API server, then the components that are its
-/// clients (they connect through the admin kubeconfig, as any client would).
+/// clients (the controllers and scheduler through the admin kubeconfig, as any client would;
+/// the node agent joins with the join token over HTTPS, as a remote agent does).
 async fn run_server(
     config: apiserver::Config,
     components: Components,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let bind_address = config.bind_address;
     let running = apiserver::start(config, shutdown.clone()).await?;
+    // The agent reaches its own server on loopback, unless the server listens elsewhere only.
+    let own_url = match bind_address {
+        a if a.is_unspecified() || a.is_loopback() => running.url.clone(),
+        IpAddr::V6(a) => running.url.replacen("127.0.0.1", &format!("[{a}]"), 1),
+        a => running.url.replacen("127.0.0.1", &a.to_string(), 1),
+    };
     let client = client_from(&running.kubeconfig).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if components.controller_manager {
@@ -297,10 +418,26 @@ async fn run_server(
             }
         });
     }
-    if let Some(agent) = components.agent {
+    if let Some(agent) = components.agent.as_ref().filter(|_| components.proxy) {
+        let (client, config) = (client.clone(), proxy::Config::new(&agent.node_name));
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = kubelet::run(client, agent, shutdown).await {
+            if let Err(e) = proxy::run(client, config, shutdown).await {
+                tracing::error!("service proxy: {e:#}");
+            }
+        });
+    }
+    if let Some(agent) = components.agent {
+        let shutdown = shutdown.clone();
+        let token_file = data_dir.join("token");
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("cannot read the join token {}", token_file.display()))?;
+        let join = kubelet::credentials::Join {
+            server: own_url,
+            token: token.trim().to_string(),
+        };
+        tasks.spawn(async move {
+            if let Err(e) = kubelet::run(agent, join, shutdown).await {
                 tracing::error!("node agent: {e:#}");
             }
         });
@@ -337,6 +474,21 @@ fn dns_config(args: &DnsArgs, agent: bool) -> Option<dns::Config> {
 }
 /// The port of the node agent's HTTPS endpoint (kubelet's).
 const AGENT_PORT: u16 = 10250;
+
+/// The address this machine reaches others from: the source address of its default route (a
+/// UDP socket's connect sends nothing), else its first non-loopback IPv4 address. Bridges the
+/// agent made itself (corten0) are thereby not taken for the node's address.
+fn default_node_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("198.51.100.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .unwrap_or_else(apiserver::primary_address)
+}
 
 /// This machine's host name, lowercased (a valid Node name).
 fn host_name() -> String {
@@ -447,6 +599,7 @@ fn images(cmd: ImagesCommand) -> ExitCode {
 struct Components {
     controller_manager: bool,
     scheduler: bool,
+    proxy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
 }

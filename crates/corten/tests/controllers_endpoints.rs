@@ -1,5 +1,6 @@
-//! The endpoints controller end to end: a Service's Endpoints follow the pods it selects
-//! (on simulated nodes, placed by the scheduler) and go away with the Service.
+//! The endpoints and EndpointSlice controllers end to end: a Service's Endpoints and
+//! EndpointSlices follow the pods it selects (on simulated nodes, placed by the scheduler) and
+//! go away with the Service.
 
 mod common;
 
@@ -60,6 +61,25 @@ fn addresses(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+const SLICE_LABEL: &str = "kubernetes.io/service-name=web";
+
+fn slice_addresses(c: &Cluster) -> Vec<String> {
+    let out = c.try_kubectl(&[
+        "get",
+        "endpointslices",
+        "-l",
+        SLICE_LABEL,
+        "-o",
+        "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+    ]);
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn endpoints_follow_the_selected_pods() {
     let c = Cluster::start();
@@ -87,13 +107,31 @@ fn endpoints_follow_the_selected_pods() {
     let table = c.kubectl(&["get", "endpoints", "web"]);
     assert!(table.contains(":8080"), "{table}");
 
+    eventually("a slice with the same two addresses", || {
+        slice_addresses(&c) == want
+    });
+    let slice = c.get_json(&["get", "endpointslices", "-l", SLICE_LABEL]);
+    let slice = &slice["items"][0];
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["ports"][0]["name"], "http");
+    assert_eq!(slice["ports"][0]["port"], 8080);
+    assert_eq!(slice["endpoints"][0]["conditions"]["serving"], true);
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["name"], "web");
+
     c.kubectl(&["scale", "deployment", "web", "--replicas=3"]);
     eventually("three addresses", || addresses(&c).len() == 3);
+    eventually("three in the slice", || slice_addresses(&c).len() == 3);
     c.kubectl(&["scale", "deployment", "web", "--replicas=1"]);
     eventually("one address", || addresses(&c).len() == 1);
+    eventually("one in the slice", || slice_addresses(&c).len() == 1);
 
     c.kubectl(&["delete", "service", "web"]);
     eventually("endpoints removed with the service", || {
         !c.try_kubectl(&["get", "endpoints", "web"]).status.success()
+    });
+    eventually("slices removed with the service", || {
+        c.kubectl(&["get", "endpointslices", "-l", SLICE_LABEL, "-o", "name"])
+            .trim()
+            .is_empty()
     });
 }

@@ -1,23 +1,28 @@
 //! corten's node agent (the kubelet's counterpart): it registers its Node, keeps its Lease and
 //! conditions current, and runs the pods bound to it as containers on containerd through CRI.
 //!
+//! - [`credentials`]: the agent's identity, obtained from the server with the join token.
 //! - [`runtime`]: the CRI client and the agent's own supervised containerd.
 //! - [`images`]: offline image import (`corten images import`, `DATA_DIR/agent/images/`).
 //! - [`node`]: registration, capacity, conditions, Lease.
 //! - [`network`]: the pod network (CNI bridge on the node's pod CIDR).
 //! - [`pods`]: the pod workers (sandbox, containers, volumes, probes, status).
 //! - [`events`]: the events the agent writes.
+//! - [`server`]: the agent's HTTPS endpoint (kubelet's port 10250): container logs, exec,
+//!   attach and port-forward, for the API server only.
 //! - [`sim`]: the simulated node agent: nodes whose pods are reported Running without any
 //!   container being started, as kwok does.
 //!
 //! The agent is an API client like every other component: it never reads the store.
 
+pub mod credentials;
 pub mod events;
 pub mod images;
 pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -26,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use kube::Client;
 use tokio::sync::watch;
 
 pub use sim::run_simulated_nodes;
@@ -88,16 +92,69 @@ pub async fn start_runtime(
     }
 }
 
-/// Runs the agent until `shutdown` turns true. Containers keep running after it returns.
+/// Joins the cluster (see [`credentials`]): the stored credentials when still good, else new
+/// ones from the server. An unreachable server is retried every 2 s until `shutdown`; a
+/// refusal ([`credentials::Refused`]) is returned at once.
+pub async fn join(
+    config: &AgentConfig,
+    join: &credentials::Join,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<credentials::Credentials> {
+    let mut logged = false;
+    loop {
+        match credentials::obtain(
+            &config.agent_dir(),
+            &config.node_name,
+            &[config.node_ip],
+            join,
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if e.downcast_ref::<credentials::Refused>().is_some() => return Err(e),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!("cannot join {} yet (retrying): {e:#}", join.server);
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                anyhow::bail!("shut down before joining")
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` turns true: joins the cluster with `join`, starts the
+/// runtime and the agent's endpoint, registers the Node and runs its pods. Containers keep
+/// running after it returns.
 pub async fn run(
-    client: Client,
     config: AgentConfig,
+    join: credentials::Join,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let agent_dir = config.agent_dir();
     std::fs::create_dir_all(&agent_dir)
         .with_context(|| format!("cannot create {}", agent_dir.display()))?;
+    let creds = self::join(&config, &join, shutdown.clone()).await?;
+    let client = credentials::client(&creds).await?;
+    let listener = server::bind(config.agent_port).await?;
+    let tls = server::tls_config(&creds)?;
     let (cri, health, layout) = start_runtime(&config, shutdown.clone()).await?;
+    std::fs::create_dir_all(node::local_path_root(&config.data_dir))?;
+    tokio::spawn(server::serve(
+        listener,
+        tls,
+        Arc::new(server::Ctx {
+            cri: cri.clone(),
+            client: client.clone(),
+        }),
+        shutdown.clone(),
+    ));
+    tracing::info!(port = config.agent_port, "agent endpoint listening");
     let images_dir = agent_dir.join("images");
     std::fs::create_dir_all(&images_dir)?;
     images::import_dir(&layout.socket, &images_dir).await;

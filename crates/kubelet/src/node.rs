@@ -21,6 +21,40 @@ use tokio::sync::watch;
 
 use crate::runtime::containerd::RuntimeHealth;
 
+/// The Node annotation naming where local-path volumes of this node live (read by the
+/// controllers' local-path provisioner).
+pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "corten.io/local-path-root";
+
+/// The directory local-path volumes live under: `DATA_DIR/agent/storage`.
+pub fn local_path_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("storage")
+}
+
+/// Removes the directories under the local-path root that no PersistentVolume names any more
+/// (volumes with reclaim policy Delete whose claim was deleted).
+pub async fn collect_local_volumes(client: &Client, data_dir: &Path) {
+    let root = local_path_root(data_dir);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    let Ok(list) = volumes.list(&Default::default()).await else {
+        return;
+    };
+    let live: std::collections::HashSet<String> = list
+        .items
+        .iter()
+        .filter_map(|v| v.spec.as_ref()?.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    for e in entries.flatten() {
+        let path = e.path().to_string_lossy().into_owned();
+        if !live.contains(&path) {
+            tracing::info!(dir = %path, "removing the directory of a deleted local-path volume");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The most pods one node runs (upstream's default).
 pub const MAX_PODS: u32 = 110;
 /// How often the Lease is renewed and the status refreshed.
@@ -136,6 +170,10 @@ pub fn node_object(id: &NodeIdentity, runtime_version: &str) -> Node {
         metadata: ObjectMeta {
             name: Some(id.name.clone()),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                LOCAL_PATH_ROOT_ANNOTATION.to_string(),
+                local_path_root(&id.data_dir).to_string_lossy().into_owned(),
+            )])),
             ..Default::default()
         },
         spec: None,
@@ -300,7 +338,10 @@ pub async fn register(client: &Client, id: &NodeIdentity, runtime_version: &str)
                 .await?)
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let labels = serde_json::json!({"metadata": {"labels": node.metadata.labels}});
+            let labels = serde_json::json!({"metadata": {
+                "labels": node.metadata.labels,
+                "annotations": node.metadata.annotations,
+            }});
             nodes
                 .patch(&id.name, &PatchParams::default(), &Patch::Merge(&labels))
                 .await?;
@@ -345,6 +386,7 @@ pub async fn heartbeat(
             tracing::warn!("updating the node status: {e:#}");
         }
         last = Some((h, net));
+        collect_local_volumes(&client, &id.data_dir).await;
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = health.changed() => {}

@@ -119,6 +119,10 @@ impl Behavior for PersistentVolumeClaim {
                 if old_spec.volume_name.as_deref().unwrap_or("").is_empty() {
                     s.volume_name = None;
                 }
+                // An unset class may be set once (upstream's retroactive default StorageClass).
+                if old_spec.storage_class_name.is_none() {
+                    s.storage_class_name = None;
+                }
                 s
             };
             if strip(spec) != strip(old_spec) {

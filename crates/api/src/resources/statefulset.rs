@@ -70,9 +70,29 @@ impl Behavior for StatefulSet {
         let Some(spec) = &self.spec else {
             return vec![FieldCause::required("spec")];
         };
+        // Containers may mount the claim templates by name: each becomes a volume of the pods.
+        let mut template = spec.template.clone();
+        if let Some(pod) = template.spec.as_mut() {
+            let volumes = pod.volumes.get_or_insert_with(Vec::new);
+            for claim in spec.volume_claim_templates.iter().flatten() {
+                let name = claim.metadata.name.clone().unwrap_or_default();
+                if !volumes.iter().any(|v| v.name == name) {
+                    volumes.push(k8s_openapi::api::core::v1::Volume {
+                        name: name.clone(),
+                        persistent_volume_claim: Some(
+                            k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                                claim_name: name,
+                                read_only: None,
+                            },
+                        ),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
         let mut causes = workload::validate_replicated(
             &spec.selector,
-            Some(&spec.template),
+            Some(&template),
             spec.replicas,
             "statefulset",
         );

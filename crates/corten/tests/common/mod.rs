@@ -20,6 +20,8 @@ pub struct Cluster {
     child: Option<Child>,
     extra: Vec<String>,
     agent: bool,
+    /// The node agent's HTTPS port (a free one, so that agents of parallel runs do not meet).
+    pub agent_port: u16,
 }
 
 /// A free TCP port on loopback.
@@ -58,6 +60,7 @@ impl Cluster {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             agent,
+            agent_port: free_port(),
         };
         if agent {
             let images = c.dir.path().join("agent/images");
@@ -109,6 +112,7 @@ impl Cluster {
                 "--bind-address",
                 "127.0.0.1",
             ])
+            .args(["--agent-port", &self.agent_port.to_string()])
             .args(&self.extra)
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())

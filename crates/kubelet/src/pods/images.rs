@@ -36,7 +36,12 @@ pub async fn ensure(
         .await
         .ok()
         .and_then(|r| r.into_inner().image);
-    let uid_of = |i: &cri::Image| i.uid.as_ref().map(|u| u.value);
+    // An image without a user runs as root; a user name (not a number) cannot be checked.
+    let uid_of = |i: &cri::Image| match (&i.uid, i.username.is_empty()) {
+        (Some(u), _) => Some(u.value),
+        (None, true) => Some(0),
+        (None, false) => None,
+    };
     match (&present, policy.as_str()) {
         (Some(i), "IfNotPresent" | "Never") => {
             shared.events.pod(

@@ -147,6 +147,8 @@ impl Worker {
                 v
             }
             Err(e) => {
+                // Volumes often wait for another controller (a claim being bound): look again soon.
+                self.next_wake = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 if self.last_mount_error.as_deref() != Some(&e.0) {
                     shared
                         .events

@@ -1,0 +1,281 @@
+//! corten's service proxy (kube-proxy's counterpart, nftables mode), one per node.
+//!
+//! It watches Services and EndpointSlices through the API (kube-rs reflectors) and keeps one
+//! nftables table (`ip corten-proxy`) in step with them:
+//!
+//! - [`model`]: Services + EndpointSlices → the service ports this node serves, with their
+//!   usable endpoints (readiness, terminating fallback, traffic policies);
+//! - [`render`]: the model → chains, sets and map elements (DNAT for ClusterIP, NodePort,
+//!   externalIPs and LoadBalancer ingress; session affinity; hairpin and masquerading; reject
+//!   for services without endpoints);
+//! - [`batch`]: rendered rulesets → one nft JSON transaction, the whole table or only the
+//!   difference;
+//! - [`sync`]: applies transactions with `nft -j -f -` (the `nftables` crate);
+//! - [`nft`]: constructors for the `nftables` crate's schema types.
+//!
+//! Bursts of watch events are coalesced ([`Config::debounce`]); each sync is one atomic
+//! transaction. The first sync replaces the table whole (stale rules from a crash go); the
+//! table is deleted on clean shutdown. At debug level every sync logs the time from the
+//! first watch event it covers to its rules being live (`latency_ms`).
+
+pub mod batch;
+pub mod model;
+pub mod nft;
+pub mod render;
+pub mod sync;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use tokio::sync::{Notify, watch};
+
+pub use render::RenderConfig;
+pub use sync::Syncer;
+
+/// The default table name.
+pub const TABLE: &str = "corten-proxy";
+
+/// How the proxy runs on a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name (endpoints on it are local).
+    pub node_name: String,
+    /// Addresses NodePorts answer on (127.0.0.1 always added); empty: every local address.
+    pub node_ips: Vec<IpAddr>,
+    /// The pod network of the cluster, e.g. `10.42.0.0/16`.
+    pub cluster_cidr: String,
+    /// The service network, e.g. `10.43.0.0/16`.
+    pub service_cidr: String,
+    /// The nftables table (family `ip`).
+    pub table: String,
+    /// How long to wait after a watch event for more before syncing.
+    pub debounce: Duration,
+}
+
+impl Config {
+    /// The defaults for `node_name`: corten's cluster and service CIDRs, table
+    /// [`TABLE`], NodePorts on every local address, 20 ms debounce.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Config {
+            node_name: node_name.into(),
+            node_ips: vec![],
+            cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            table: TABLE.into(),
+            debounce: Duration::from_millis(20),
+        }
+    }
+
+    /// The renderer's view of this configuration.
+    pub fn render_config(&self) -> Result<RenderConfig> {
+        Ok(RenderConfig {
+            table: self.table.clone(),
+            cluster_cidr: parse_cidr(&self.cluster_cidr)?,
+            service_cidr: parse_cidr(&self.service_cidr)?,
+            nodeport_ips: self
+                .node_ips
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Parses `a.b.c.d/len`.
+pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u32)> {
+    let (addr, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{cidr}: not a CIDR"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("{cidr}: bad address"))?;
+    let len: u32 = len
+        .parse()
+        .with_context(|| format!("{cidr}: bad prefix length"))?;
+    if len > 32 {
+        return Err(anyhow!("{cidr}: prefix length over 32"));
+    }
+    Ok((addr, len))
+}
+
+/// Watch events not yet reflected in the table: when the first of them arrived.
+#[derive(Default)]
+struct Pending {
+    since: Mutex<Option<Instant>>,
+    notify: Notify,
+    ready: Mutex<[bool; 2]>,
+}
+
+impl Pending {
+    fn mark(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Instant> {
+        self.since.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Feeds a reflector's events into `pending` (which of the two watches it is: `which`).
+async fn follow<K, S>(stream: S, pending: Arc<Pending>, which: usize)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                if let Ok(mut r) = pending.ready.lock() {
+                    r[which] = true;
+                }
+                pending.mark();
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => pending.mark(),
+            Err(e) => {
+                tracing::debug!("proxy watch: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Sets the kernel switches the rules rely on: `route_localnet` (NodePorts on 127.0.0.1)
+/// and `bridge-nf-call-iptables` (same-node pod → service → pod replies pass conntrack).
+fn sysctls() {
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/conf/all/route_localnet", "1"),
+        ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+    ] {
+        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
+            continue;
+        }
+        if let Err(e) = std::fs::write(path, value) {
+            tracing::warn!("cannot set {path}: {e}");
+        }
+    }
+}
+
+/// Runs the proxy until `shutdown` turns true, then removes its table.
+pub async fn run(
+    client: Client,
+    config: Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut syncer = Syncer::new(config.render_config()?);
+    sysctls();
+    let pending = Arc::new(Pending::default());
+    let (services, svc_writer) = reflector::store::<Service>();
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let svc_stream = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    );
+    let slice_stream = reflector::reflector(
+        slice_writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    );
+    let watches = [
+        tokio::spawn(follow(svc_stream, pending.clone(), 0)),
+        tokio::spawn(follow(slice_stream, pending.clone(), 1)),
+    ];
+    let result = sync_loop(
+        &mut syncer,
+        &config,
+        &pending,
+        &services,
+        &slices,
+        &mut shutdown,
+    )
+    .await;
+    for w in watches {
+        w.abort();
+    }
+    match syncer.remove().await {
+        Ok(()) => tracing::info!(table = %config.table, "service proxy stopped; table removed"),
+        Err(e) => tracing::warn!("service proxy: removing the table: {e:#}"),
+    }
+    result
+}
+
+async fn sync_loop(
+    syncer: &mut Syncer,
+    config: &Config,
+    pending: &Pending,
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = pending.notify.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+        if !pending.ready.lock().map(|r| r[0] && r[1]).unwrap_or(false) {
+            continue; // wait for both initial lists before touching the table
+        }
+        tokio::time::sleep(config.debounce).await;
+        let since = pending.take().unwrap_or_else(Instant::now);
+        let t = Instant::now();
+        let svcs = services.state();
+        let eps = slices.state();
+        let model = model::build(
+            svcs.iter().map(|s| &**s),
+            eps.iter().map(|s| &**s),
+            &config.node_name,
+        );
+        let model_time = t.elapsed();
+        match syncer.sync(&model).await {
+            Ok(stats) => {
+                let latency = since.elapsed();
+                if first || stats.full {
+                    tracing::info!(
+                        table = %config.table,
+                        service_ports = model.ports.len(),
+                        commands = stats.commands,
+                        apply_ms = stats.apply.as_secs_f64() * 1e3,
+                        "service proxy: table replaced"
+                    );
+                }
+                first = false;
+                tracing::debug!(
+                    latency_ms = latency.as_secs_f64() * 1e3,
+                    model_ms = model_time.as_secs_f64() * 1e3,
+                    render_ms = stats.render.as_secs_f64() * 1e3,
+                    apply_ms = stats.apply.as_secs_f64() * 1e3,
+                    commands = stats.commands,
+                    full = stats.full,
+                    "service proxy: rules live"
+                );
+            }
+            Err(e) => {
+                tracing::warn!("service proxy: sync failed (retrying with a full sync): {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                pending.mark();
+            }
+        }
+    }
+}
