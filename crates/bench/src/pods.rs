@@ -7,9 +7,9 @@
 //! 2. startup latency, from the create request to the watch showing the pod Ready (image
 //!    present, busybox `sleep`), over `--pods` pods: one at a time, then all at once;
 //!    the agent's RSS with the pods running;
-//! 3. the floor, in the same run, on the same containerd: raw CRI RunPodSandbox +
-//!    CreateContainer + StartContainer (same image, same CNI network), one at a time and all
-//!    at once; corten's overhead is reported as a ratio to it.
+//! 3. the floor, in the same run and first (on a quiet containerd), on the same containerd: raw
+//!    CRI RunPodSandbox + CreateContainer + StartContainer (same image, same CNI network), one
+//!    at a time and all at once; corten's overhead is reported as a ratio to it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -107,6 +107,27 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = server::memory(agent.pid())?;
 
+    crate::progress("the floor: raw CRI on the same containerd");
+    let cri = Cri::connect(agent_dir.join("agent/containerd/containerd.sock"))?;
+    let logs = tempfile::tempdir()?;
+    let mut floor_serial = Vec::new();
+    for i in 0..pods {
+        floor_serial.push(raw_cri_pod(&cri, logs.path(), &format!("floor-seq-{i}")).await?);
+    }
+    remove_raw_sandboxes(&cri).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..pods {
+        let cri = cri.clone();
+        let dir = logs.path().to_path_buf();
+        tasks.spawn(async move { raw_cri_pod(&cri, &dir, &format!("floor-par-{i}")).await });
+    }
+    let mut floor_parallel = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        floor_parallel.push(r??);
+    }
+    remove_raw_sandboxes(&cri).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = ReadyWatch::start(client.clone());
     crate::progress(&format!("startup latency: {pods} pods, one at a time"));
     let mut serial = Vec::new();
@@ -115,6 +136,7 @@ async fn measure(
     }
     let with_pods = server::memory(agent.pid())?;
     delete_all(client).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     crate::progress(&format!("startup latency: {pods} pods at once"));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..pods {
@@ -128,25 +150,6 @@ async fn measure(
     }
     let peak = server::memory(agent.pid())?;
     delete_all(client).await?;
-
-    crate::progress("the floor: raw CRI on the same containerd");
-    let cri = Cri::connect(agent_dir.join("agent/containerd/containerd.sock"))?;
-    let logs = tempfile::tempdir()?;
-    let mut floor_serial = Vec::new();
-    for i in 0..pods {
-        floor_serial.push(raw_cri_pod(&cri, logs.path(), &format!("floor-seq-{i}")).await?);
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..pods {
-        let cri = cri.clone();
-        let dir = logs.path().to_path_buf();
-        tasks.spawn(async move { raw_cri_pod(&cri, &dir, &format!("floor-par-{i}")).await });
-    }
-    let mut floor_parallel = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        floor_parallel.push(r??);
-    }
-    remove_raw_sandboxes(&cri).await;
 
     let (s, p) = (Summary::of(serial), Summary::of(parallel));
     let (fs, fp) = (Summary::of(floor_serial), Summary::of(floor_parallel));
@@ -205,6 +208,12 @@ async fn measure(
         String::new(),
     ]);
     report.tables.push(m);
+    report.notes.push(format!(
+        "All at once: the target (p99 <= 1 s, set for one pod's startup) is out of reach on a 2-core \
+         machine whatever the agent does, since the raw CRI floor for {pods} sandboxes started together is \
+         already {} at p99 here; the ratio to the floor is what this row measures.",
+        crate::stats::ms(fp.p99)
+    ));
     report.notes.push(
         "Pod startup: the time from sending the create request to the pod's Ready condition arriving on a \
          watch (API write, scheduler, agent, sandbox with CNI, container start, status write, watch \
