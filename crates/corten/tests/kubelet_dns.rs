@@ -10,20 +10,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use common::pods::{BUSYBOX, NGINX, output, wait_for};
 use dnsutil::{Upstream, answers, query};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-
-const BUSYBOX: &str = "docker.io/library/busybox:1.35";
-const NGINX: &str = "docker.io/library/nginx:1.22";
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn jsonpath(c: &Cluster, kind: &str, name: &str, path: &str) -> String {
     let out = c.try_kubectl(&["get", kind, name, "-o", &format!("jsonpath={path}")]);
@@ -37,35 +27,6 @@ fn ready(c: &Cluster, pod: &str) -> bool {
         pod,
         "{.status.conditions[?(@.type==\"Ready\")].status}",
     ) == "True"
-}
-
-/// What container `container` of pod `pod` printed, without the CRI log prefixes.
-fn output(c: &Cluster, pod: &str, container: &str) -> String {
-    let mut text = String::new();
-    let logs = c.data_dir().join("agent/logs");
-    for dir in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-        if !dir
-            .file_name()
-            .to_string_lossy()
-            .starts_with(&format!("default_{pod}_"))
-        {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path().join(container))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for line in std::fs::read_to_string(f.path())
-                .unwrap_or_default()
-                .lines()
-            {
-                text.push_str(line.splitn(4, ' ').nth(3).unwrap_or(""));
-                text.push('\n');
-            }
-        }
-    }
-    text
 }
 
 fn interface_address() -> String {

@@ -8,49 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-
-const BUSYBOX: &str = "docker.io/library/busybox:1.35";
-const NGINX: &str = "docker.io/library/nginx:1.22";
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use common::pods::{BUSYBOX, NGINX, output, wait_for};
 
 fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
     let out = c.try_kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Everything the container `container` of pod `pod` printed (all attempts), without the CRI
-/// log prefixes.
-fn output(c: &Cluster, pod: &str, container: &str) -> String {
-    let logs = c.data_dir().join("agent/logs");
-    let mut text = String::new();
-    for dir in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-        let name = dir.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&format!("default_{pod}_")) {
-            continue;
-        }
-        let mut files: Vec<_> = std::fs::read_dir(dir.path().join(container))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        for f in files {
-            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
-                let msg = line.splitn(4, ' ').nth(3).unwrap_or("");
-                text.push_str(msg);
-                text.push('\n');
-            }
-        }
-    }
-    text
 }
 
 fn apply(c: &Cluster, yaml: &str) {

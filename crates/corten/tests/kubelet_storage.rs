@@ -5,19 +5,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Cluster;
-
-const BUSYBOX: &str = "docker.io/library/busybox:1.35";
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use common::pods::{BUSYBOX, wait_for};
 
 fn get(c: &Cluster, args: &[&str]) -> String {
     String::from_utf8_lossy(&c.try_kubectl(args).stdout).into_owned()

@@ -9,18 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pods::{BUSYBOX, NGINX, wait_for};
 use common::{Cluster, free_port};
-
-const BUSYBOX: &str = "docker.io/library/busybox:1.35";
-const NGINX: &str = "docker.io/library/nginx:1.22";
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
     let out = c.try_kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);

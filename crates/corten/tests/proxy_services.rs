@@ -11,46 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use common::pods::{BUSYBOX, output, wait_for};
 
-const BUSYBOX: &str = "docker.io/library/busybox:1.35";
 const TABLE: &str = "corten-proxy";
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Everything the container `container` of pod `pod` printed (from the CRI log files).
-fn output(c: &Cluster, pod: &str, container: &str) -> String {
-    let mut text = String::new();
-    let logs = c.data_dir().join("agent/logs");
-    for dir in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-        if !dir
-            .file_name()
-            .to_string_lossy()
-            .starts_with(&format!("default_{pod}_"))
-        {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path().join(container))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for line in std::fs::read_to_string(f.path())
-                .unwrap_or_default()
-                .lines()
-            {
-                text.push_str(line.splitn(4, ' ').nth(3).unwrap_or(""));
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
 
 /// A pod serving its own name on port 8080 (busybox httpd), Ready while
 /// `READY_DIR/<name>` exists. `extra` is appended to its shell command.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nodes;
+pub mod pods;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

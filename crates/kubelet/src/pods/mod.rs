@@ -8,13 +8,16 @@
 //! - [`images`]: pull policy and pulls.
 //! - [`probes`], [`hooks`]: probes and lifecycle hooks.
 //! - [`status`]: the pod status kubectl shows.
+//! - [`start`], [`terminate`]: starting a container; stopping and removing a pod.
 
 pub mod container;
 pub mod hooks;
 pub mod images;
 pub mod probes;
 pub mod sandbox;
+pub mod start;
 pub mod status;
+pub mod terminate;
 pub mod volumes;
 pub mod worker;
 

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use crate::runtime::cri;
 
 /// Label carrying the pod's UID on sandboxes and containers (as upstream's kubelet sets it).
-pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_POD_UID: &str = crate::runtime::POD_UID_LABEL;
 /// Label carrying the pod's name.
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 /// Label carrying the pod's namespace.

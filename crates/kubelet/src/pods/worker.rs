@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::{Notify, watch};
 
-use super::container::{EnvContext, check_non_root, container_config, resolve_env};
+use super::container::EnvContext;
 use super::probes::{self, ProbeHandle, ProbeTarget};
-use super::sandbox::{LABEL_CONTAINER_NAME, LABEL_POD_UID, sandbox_config};
+use super::sandbox::{LABEL_CONTAINER_NAME, sandbox_config};
+use super::start::StartCtx;
 use super::status::{ContainerView, PodFacts, is, pod_status};
 use super::{Shared, hooks, volumes};
 use crate::events::{Kind, container_path};
@@ -28,27 +29,27 @@ const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
-struct Backoff {
-    delay: Duration,
+pub(super) struct Backoff {
+    pub(super) delay: Duration,
 }
 
 /// The worker of one pod (by UID).
 pub struct Worker {
-    shared: Arc<Shared>,
-    uid: String,
-    pod: watch::Receiver<Option<Pod>>,
-    wake: Arc<Notify>,
-    probes: HashMap<String, ProbeHandle>,
-    backoff: HashMap<String, Backoff>,
-    waiting: HashMap<String, (String, String)>,
-    first_seen: Time,
-    last_status: Option<serde_json::Value>,
-    last_mount_error: Option<String>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) uid: String,
+    pub(super) pod: watch::Receiver<Option<Pod>>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) probes: HashMap<String, ProbeHandle>,
+    pub(super) backoff: HashMap<String, Backoff>,
+    pub(super) waiting: HashMap<String, (String, String)>,
+    pub(super) first_seen: Time,
+    pub(super) last_status: Option<serde_json::Value>,
+    pub(super) last_mount_error: Option<String>,
     /// When a back-off ends (the worker wakes then).
-    next_wake: Option<tokio::time::Instant>,
+    pub(super) next_wake: Option<tokio::time::Instant>,
 }
 
-enum Step {
+pub(super) enum Step {
     /// Keep going (wait for the next wake-up).
     Continue,
     /// The pod is gone and cleaned up: the worker ends.
@@ -409,16 +410,7 @@ impl Worker {
         pod: &Pod,
     ) -> anyhow::Result<(String, cri::PodSandboxConfig, String)> {
         let mut rt = self.shared.cri.runtime.clone();
-        let mut sandboxes = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .items;
+        let mut sandboxes = self.shared.cri.pod_sandboxes(&self.uid).await?;
         sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         if let Some(s) = sandboxes
             .iter()
@@ -485,16 +477,7 @@ impl Worker {
         &self,
     ) -> anyhow::Result<HashMap<String, Vec<cri::ContainerStatus>>> {
         let mut rt = self.shared.cri.runtime.clone();
-        let list = rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let list = self.shared.cri.pod_containers(&self.uid).await?;
         let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
         for c in list {
             let name = c
@@ -525,200 +508,6 @@ impl Worker {
             out.insert(name, statuses);
         }
         Ok(out)
-    }
-
-    /// Pulls if needed, creates and starts container `c`; failures become the container's
-    /// waiting reason and an event.
-    async fn start(
-        &mut self,
-        pod: &Pod,
-        c: &Container,
-        attempt: u32,
-        init: bool,
-        ctx: &StartCtx<'_>,
-    ) {
-        let path = container_path(&c.name, init);
-        let events = self.shared.events.clone();
-        let image_uid = match super::images::ensure(&self.shared, pod, c, path.clone()).await {
-            Ok(uid) => uid,
-            Err((reason, message)) => {
-                self.waiting.insert(c.name.clone(), (reason, message));
-                return;
-            }
-        };
-        let env = match resolve_env(pod, c, ctx.env).await {
-            Ok(e) => e,
-            Err(e) => {
-                events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-                return;
-            }
-        };
-        if let Err(e) = check_non_root(pod, c, image_uid) {
-            events.pod(
-                pod,
-                path,
-                Kind::Warning,
-                "Failed",
-                format!("Error: {}", e.0),
-            );
-            self.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-            return;
-        }
-        let mut mounts = match volumes::container_mounts(c, ctx.volumes, pod) {
-            Ok(m) => m,
-            Err(e) => {
-                events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-                return;
-            }
-        };
-        if let Some(m) = self.termination_log(c, attempt) {
-            mounts.push(m);
-        }
-        let config = container_config(pod, c, attempt, env, mounts);
-        let mut rt = self.shared.cri.runtime.clone();
-        let created = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: ctx.sandbox_id.to_string(),
-                config: Some(config),
-                sandbox_config: Some(ctx.sandbox_cfg.clone()),
-            })
-            .await;
-        let id = match created {
-            Ok(r) => r.into_inner().container_id,
-            Err(s) => {
-                let message = s.message().to_string();
-                events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerError".into(), message));
-                return;
-            }
-        };
-        events.pod(
-            pod,
-            path.clone(),
-            Kind::Normal,
-            "Created",
-            format!("Created container {}", c.name),
-        );
-        self.start_id(pod, c, &id, init).await;
-    }
-
-    async fn start_created(
-        &mut self,
-        pod: &Pod,
-        c: &Container,
-        s: &cri::ContainerStatus,
-        init: bool,
-    ) {
-        self.start_id(pod, c, &s.id, init).await;
-    }
-
-    async fn start_id(&mut self, pod: &Pod, c: &Container, id: &str, init: bool) {
-        let path = container_path(&c.name, init);
-        let started = self
-            .shared
-            .cri
-            .runtime
-            .clone()
-            .start_container(cri::StartContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await;
-        match started {
-            Ok(_) => {
-                self.waiting.remove(&c.name);
-                self.shared.events.pod(
-                    pod,
-                    path,
-                    Kind::Normal,
-                    "Started",
-                    format!("Started container {}", c.name),
-                );
-                if let Err(why) = hooks::post_start(&self.shared, pod, c, id).await {
-                    self.shared.events.pod(
-                        pod,
-                        container_path(&c.name, init),
-                        Kind::Warning,
-                        "FailedPostStartHook",
-                        why,
-                    );
-                    let _ = self
-                        .shared
-                        .cri
-                        .runtime
-                        .clone()
-                        .stop_container(cri::StopContainerRequest {
-                            container_id: id.to_string(),
-                            timeout: 0,
-                        })
-                        .await;
-                }
-            }
-            Err(s) => {
-                let message = s.message().to_string();
-                self.shared.events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("RunContainerError".into(), message));
-                // A container that cannot start is removed so that the next sync recreates it.
-                let _ = self
-                    .shared
-                    .cri
-                    .runtime
-                    .clone()
-                    .remove_container(cri::RemoveContainerRequest {
-                        container_id: id.to_string(),
-                    })
-                    .await;
-            }
-        }
-    }
-
-    /// The file behind the container's terminationMessagePath.
-    fn termination_log(&self, c: &Container, attempt: u32) -> Option<cri::Mount> {
-        let target = c
-            .termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into());
-        let dir = volumes::pod_dir(&self.shared.pods_dir, &self.uid)
-            .join("containers")
-            .join(&c.name);
-        std::fs::create_dir_all(&dir).ok()?;
-        let file = dir.join(attempt.to_string());
-        std::fs::write(&file, b"").ok()?;
-        Some(cri::Mount {
-            container_path: target,
-            host_path: file.to_string_lossy().into_owned(),
-            ..Default::default()
-        })
     }
 
     /// Writes the status when it changed; returns the phase.
@@ -779,164 +568,9 @@ impl Worker {
         }
         phase
     }
-
-    async fn stop_sandboxes(&self) {
-        let mut rt = self.shared.cri.runtime.clone();
-        let Ok(list) = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-        else {
-            return;
-        };
-        for s in list.into_inner().items {
-            if s.state == cri::PodSandboxState::SandboxReady as i32 {
-                let _ = rt
-                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                        pod_sandbox_id: s.id,
-                    })
-                    .await;
-            }
-        }
-    }
-
-    async fn terminate_and_delete(&mut self, pod: &Pod) -> Step {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or(pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds))
-            .unwrap_or(30)
-            .max(0);
-        self.remove_everything(Duration::from_secs(grace as u64), Some(pod))
-            .await;
-        let api: Api<Pod> = Api::namespaced(
-            self.shared.client.clone(),
-            &pod.namespace().unwrap_or_default(),
-        );
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.uid(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&pod.name_any(), &params).await {
-            Ok(_) => Step::Done,
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Step::Done,
-            Err(e) => {
-                tracing::warn!(pod = %pod.name_any(), "deleting the pod object: {e}");
-                Step::Continue
-            }
-        }
-    }
-
-    /// Stops every container (preStop hooks, then the stop signal, SIGKILL after `grace`),
-    /// removes the sandboxes, volumes and logs of the pod.
-    async fn remove_everything(&mut self, grace: Duration, pod: Option<&Pod>) {
-        self.probes.clear();
-        let mut rt = self.shared.cri.runtime.clone();
-        let containers = rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map(|r| r.into_inner().containers)
-            .unwrap_or_default();
-        let mut stops = tokio::task::JoinSet::new();
-        for c in containers
-            .into_iter()
-            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
-        {
-            let name = c
-                .labels
-                .get(LABEL_CONTAINER_NAME)
-                .cloned()
-                .unwrap_or_default();
-            let shared = self.shared.clone();
-            let pod = pod.cloned();
-            stops.spawn(async move {
-                let started = tokio::time::Instant::now();
-                if let Some(pod) = &pod {
-                    let spec_c = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.containers.iter().find(|x| x.name == name))
-                        .cloned();
-                    shared.events.pod(
-                        pod,
-                        container_path(&name, false),
-                        Kind::Normal,
-                        "Killing",
-                        format!("Stopping container {name}"),
-                    );
-                    if let Some(spec_c) = spec_c {
-                        let ip = pod
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.pod_ip.clone())
-                            .unwrap_or_default();
-                        hooks::pre_stop(&shared, pod, &spec_c, &c.id, &ip, grace).await;
-                    }
-                }
-                let left = grace.saturating_sub(started.elapsed());
-                let _ = shared
-                    .cri
-                    .runtime
-                    .clone()
-                    .stop_container(cri::StopContainerRequest {
-                        container_id: c.id.clone(),
-                        timeout: left.as_secs_f64().ceil() as i64,
-                    })
-                    .await;
-            });
-        }
-        while stops.join_next().await.is_some() {}
-        if let Ok(list) = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector: [(LABEL_POD_UID.to_string(), self.uid.clone())].into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-        {
-            for s in list.into_inner().items {
-                let _ = rt
-                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                        pod_sandbox_id: s.id.clone(),
-                    })
-                    .await;
-                let _ = rt
-                    .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                        pod_sandbox_id: s.id,
-                    })
-                    .await;
-            }
-        }
-        volumes::teardown(&self.shared.pods_dir, &self.uid);
-        super::remove_logs_of(&self.shared.logs_dir, &self.uid);
-    }
 }
 
-struct StartCtx<'a> {
-    sandbox_id: &'a str,
-    sandbox_cfg: &'a cri::PodSandboxConfig,
-    volumes: &'a HashMap<String, std::path::PathBuf>,
-    env: &'a EnvContext<'a>,
-}
-
-fn attempt_of(s: &cri::ContainerStatus) -> u32 {
+pub(super) fn attempt_of(s: &cri::ContainerStatus) -> u32 {
     s.metadata.as_ref().map_or(0, |m| m.attempt)
 }
 

@@ -17,6 +17,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as cri;
 
+/// The label carrying a pod's UID on its sandboxes and containers (as upstream's kubelet sets).
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
 /// A connection to a CRI runtime: its runtime and image services.
 #[derive(Clone)]
 pub struct Cri {
@@ -67,6 +70,38 @@ impl Cri {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    }
+
+    /// The sandboxes of the pod with UID `uid` (by the label the agent puts on them).
+    pub async fn pod_sandboxes(&self, uid: &str) -> Result<Vec<cri::PodSandbox>, tonic::Status> {
+        Ok(self
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(POD_UID_LABEL.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    /// The containers of the pod with UID `uid`, in every sandbox of it.
+    pub async fn pod_containers(&self, uid: &str) -> Result<Vec<cri::Container>, tonic::Status> {
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    label_selector: [(POD_UID_LABEL.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers)
     }
 
     /// The runtime's name and version (`containerd://1.6.20`), as Node.status.nodeInfo shows it.
