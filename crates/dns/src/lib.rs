@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use hickory_server::Server;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -109,12 +108,7 @@ async fn serve(
         forwarder.clone(),
     ));
     for addr in &config.listen {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("cluster DNS: binding UDP {addr}"))?;
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cluster DNS: binding TCP {addr}"))?;
+        let (udp, tcp) = bind(*addr).await?;
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(10), 64);
     }
@@ -213,5 +207,33 @@ pub async fn ensure_service(client: Client, ip: IpAddr) -> anyhow::Result<()> {
         }
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Binds UDP and TCP on `addr`. An address in use is retried for 30 s: a DNS server of a
+/// previous `corten` process on this node may still be going away.
+async fn bind(
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let udp = tokio::net::UdpSocket::bind(addr).await?;
+            let tcp = tokio::net::TcpListener::bind(addr).await?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        };
+        match attempt.await {
+            Ok(sockets) => return Ok(sockets),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%addr, "cluster DNS: address in use, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cluster DNS: binding {addr}")));
+            }
+        }
     }
 }
