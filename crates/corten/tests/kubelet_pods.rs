@@ -8,25 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use common::pods::{BUSYBOX, NGINX, output, wait_for};
-
-fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
-    let out = c.try_kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(c: &Cluster, yaml: &str) {
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn running(c: &Cluster, pod: &str) -> bool {
-    jsonpath(c, pod, "{.status.phase}") == "Running"
-}
+use common::pods::{BUSYBOX, NGINX, apply, jsonpath, output, running, wait_for};
 
 #[test]
 fn a_pod_runs_serves_and_is_removed_without_leaks() {

@@ -49,3 +49,24 @@ pub fn output(c: &Cluster, pod: &str, container: &str) -> String {
     }
     text
 }
+
+/// A field of pod `pod` (namespace default) by kubectl jsonpath; empty when there is none.
+pub fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
+    let out = c.try_kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `yaml`; fails the test with kubectl's message.
+pub fn apply(c: &Cluster, yaml: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether pod `pod` is in phase Running.
+pub fn running(c: &Cluster, pod: &str) -> bool {
+    jsonpath(c, pod, "{.status.phase}") == "Running"
+}

@@ -41,45 +41,14 @@ impl Worker {
         };
         let env = match resolve_env(pod, c, ctx.env).await {
             Ok(e) => e,
-            Err(e) => {
-                events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-                return;
-            }
+            Err(e) => return self.config_error(pod, c, path, e.0),
         };
         if let Err(e) = check_non_root(pod, c, image_uid) {
-            events.pod(
-                pod,
-                path,
-                Kind::Warning,
-                "Failed",
-                format!("Error: {}", e.0),
-            );
-            self.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-            return;
+            return self.config_error(pod, c, path, e.0);
         }
         let mut mounts = match volumes::container_mounts(c, ctx.volumes, pod) {
             Ok(m) => m,
-            Err(e) => {
-                events.pod(
-                    pod,
-                    path,
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), e.0));
-                return;
-            }
+            Err(e) => return self.config_error(pod, c, path, e.0),
         };
         if let Some(m) = self.termination_log(c, attempt) {
             mounts.push(m);
@@ -212,5 +181,21 @@ impl Worker {
             host_path: file.to_string_lossy().into_owned(),
             ..Default::default()
         })
+    }
+
+    /// A container whose config cannot be built waits with CreateContainerConfigError, and a
+    /// Failed event says why.
+    fn config_error(&mut self, pod: &Pod, c: &Container, path: Option<String>, message: String) {
+        self.shared.events.pod(
+            pod,
+            path,
+            Kind::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        self.waiting.insert(
+            c.name.clone(),
+            ("CreateContainerConfigError".into(), message),
+        );
     }
 }

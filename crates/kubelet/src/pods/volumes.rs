@@ -121,90 +121,36 @@ async fn prepare_one(
     }
     // The projected kinds: compute the files, then write them atomically.
     let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
+    let source = |optional: Option<bool>, items: Option<&[KeyToPath]>, mode: u32| Source {
+        optional: optional.unwrap_or(false),
+        items: items.map(<[KeyToPath]>::to_vec),
+        mode,
+    };
     if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        let found = get::<ConfigMap>(client, ns, &cm.name).await?;
-        match found {
-            Some(obj) => add_keys(
-                &mut files,
-                config_map_data(&obj),
-                cm.items.as_deref(),
-                mode,
-                &cm.name,
-            )?,
-            None if cm.optional.unwrap_or(false) => {}
-            None => return Err(MountError(format!("configmap \"{}\" not found", cm.name))),
-        }
+        let src = source(cm.optional, cm.items.as_deref(), mode);
+        add_config_map(&mut files, client, ns, &cm.name, &src).await?;
     } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let mode = s.default_mode.unwrap_or(0o644) as u32;
-        match get::<Secret>(client, ns, &name).await? {
-            Some(obj) => add_keys(
-                &mut files,
-                secret_data(&obj),
-                s.items.as_deref(),
-                mode,
-                &name,
-            )?,
-            None if s.optional.unwrap_or(false) => {}
-            None => return Err(MountError(format!("secret \"{name}\" not found"))),
-        }
+        let src = source(s.optional, s.items.as_deref(), mode);
+        add_secret(&mut files, client, ns, &name, &src).await?;
     } else if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(0o644) as u32;
-        for item in d.items.iter().flatten() {
-            let value = downward_value(
-                pod,
-                item.field_ref.as_ref(),
-                item.resource_field_ref.as_ref(),
-                env,
-            )?;
-            files.insert(
-                item.path.clone(),
-                (value.into_bytes(), item.mode.map_or(mode, |m| m as u32)),
-            );
-        }
+        add_downward(&mut files, pod, d.items.as_deref(), mode, env)?;
     } else if let Some(p) = &v.projected {
         let mode = p.default_mode.unwrap_or(0o644) as u32;
         for src in p.sources.iter().flatten() {
             if let Some(cm) = &src.config_map {
-                match get::<ConfigMap>(client, ns, &cm.name).await? {
-                    Some(obj) => add_keys(
-                        &mut files,
-                        config_map_data(&obj),
-                        cm.items.as_deref(),
-                        mode,
-                        &cm.name,
-                    )?,
-                    None if cm.optional.unwrap_or(false) => {}
-                    None => return Err(MountError(format!("configmap \"{}\" not found", cm.name))),
-                }
+                let s = source(cm.optional, cm.items.as_deref(), mode);
+                add_config_map(&mut files, client, ns, &cm.name, &s).await?;
             }
-            if let Some(s) = &src.secret {
-                match get::<Secret>(client, ns, &s.name).await? {
-                    Some(obj) => add_keys(
-                        &mut files,
-                        secret_data(&obj),
-                        s.items.as_deref(),
-                        mode,
-                        &s.name,
-                    )?,
-                    None if s.optional.unwrap_or(false) => {}
-                    None => return Err(MountError(format!("secret \"{}\" not found", s.name))),
-                }
+            if let Some(sec) = &src.secret {
+                let s = source(sec.optional, sec.items.as_deref(), mode);
+                add_secret(&mut files, client, ns, &sec.name, &s).await?;
             }
             if let Some(d) = &src.downward_api {
-                for item in d.items.iter().flatten() {
-                    let value = downward_value(
-                        pod,
-                        item.field_ref.as_ref(),
-                        item.resource_field_ref.as_ref(),
-                        env,
-                    )?;
-                    files.insert(
-                        item.path.clone(),
-                        (value.into_bytes(), item.mode.map_or(mode, |m| m as u32)),
-                    );
-                }
+                add_downward(&mut files, pod, d.items.as_deref(), mode, env)?;
             }
         }
     } else {
@@ -212,6 +158,76 @@ async fn prepare_one(
     }
     write_atomically(dir, &files).map_err(io)?;
     Ok(dir.to_path_buf())
+}
+
+/// How a configMap or secret source becomes files: which keys, their mode, whether a missing
+/// object is fine.
+struct Source {
+    optional: bool,
+    items: Option<Vec<KeyToPath>>,
+    mode: u32,
+}
+
+async fn add_config_map(
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    src: &Source,
+) -> Result<(), MountError> {
+    match get::<ConfigMap>(client, ns, name).await? {
+        Some(obj) => add_keys(
+            files,
+            config_map_data(&obj),
+            src.items.as_deref(),
+            src.mode,
+            name,
+        ),
+        None if src.optional => Ok(()),
+        None => Err(MountError(format!("configmap \"{name}\" not found"))),
+    }
+}
+
+async fn add_secret(
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    src: &Source,
+) -> Result<(), MountError> {
+    match get::<Secret>(client, ns, name).await? {
+        Some(obj) => add_keys(
+            files,
+            secret_data(&obj),
+            src.items.as_deref(),
+            src.mode,
+            name,
+        ),
+        None if src.optional => Ok(()),
+        None => Err(MountError(format!("secret \"{name}\" not found"))),
+    }
+}
+
+fn add_downward(
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+    pod: &Pod,
+    items: Option<&[k8s_openapi::api::core::v1::DownwardAPIVolumeFile]>,
+    mode: u32,
+    env: &EnvContext<'_>,
+) -> Result<(), MountError> {
+    for item in items.into_iter().flatten() {
+        let value = downward_value(
+            pod,
+            item.field_ref.as_ref(),
+            item.resource_field_ref.as_ref(),
+            env,
+        )?;
+        files.insert(
+            item.path.clone(),
+            (value.into_bytes(), item.mode.map_or(mode, |m| m as u32)),
+        );
+    }
+    Ok(())
 }
 
 fn downward_value(
