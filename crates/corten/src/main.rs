@@ -74,6 +74,11 @@ struct AgentArgs {
     /// Extra Node labels, `KEY=VALUE` (repeatable).
     #[arg(long = "node-label")]
     node_labels: Vec<String>,
+    /// Do not run the service proxy on this node.
+    #[arg(long)]
+    disable_proxy: bool,
+    #[command(flatten)]
+    dns: DnsArgs,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -367,9 +372,34 @@ fn agent(args: AgentArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let dns = dns_config(&args.dns, true);
+    let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
-        kubelet::run(config, join, shutdown).await
+        let (creds, client) = kubelet::connect(&config, &join, shutdown.clone()).await?;
+        // The node's service proxy and cluster DNS, as API clients with the node's identity.
+        let mut components = tokio::task::JoinSet::new();
+        if let Some(proxy) = proxy {
+            let (client, shutdown) = (client.clone(), shutdown.clone());
+            components.spawn(async move {
+                if let Err(e) = proxy::run(client, proxy, shutdown).await {
+                    tracing::error!("service proxy: {e:#}");
+                }
+            });
+        }
+        if let Some(dns) = dns {
+            let (client, shutdown) = (client.clone(), shutdown.clone());
+            components.spawn(async move {
+                if let Err(e) = dns::run(client, dns, shutdown).await {
+                    tracing::error!("cluster DNS: {e:#}");
+                }
+            });
+        }
+        let result = kubelet::run_joined(config, creds, client, shutdown).await;
+        // Let them clean up (the proxy's table, the DNS interface).
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), components.join_all()).await;
+        result
     });
     // Let the supervised containerd stop (containers keep running).
     runtime.shutdown_timeout(std::time::Duration::from_secs(12));

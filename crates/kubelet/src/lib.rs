@@ -6,6 +6,7 @@
 //! - [`images`]: offline image import (`corten images import`, `DATA_DIR/agent/images/`).
 //! - [`node`]: registration, capacity, conditions, Lease.
 //! - [`network`]: the pod network (CNI bridge on the node's pod CIDR).
+//! - [`routes`]: routes to the other nodes' pod CIDRs (host-gw).
 //! - [`pods`]: the pod workers (sandbox, containers, volumes, probes, status).
 //! - [`events`]: the events the agent writes.
 //! - [`server`]: the agent's HTTPS endpoint (kubelet's port 10250): container logs, exec,
@@ -21,6 +22,7 @@ pub mod images;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod sim;
@@ -136,11 +138,33 @@ pub async fn run(
     join: credentials::Join,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let (creds, client) = connect(&config, &join, shutdown.clone()).await?;
+    run_joined(config, creds, client, shutdown).await
+}
+
+/// Joins the cluster with `join` (or reuses the credentials kept from an earlier join) and
+/// returns them with an API client that authenticates as the node.
+pub async fn connect(
+    config: &AgentConfig,
+    join: &credentials::Join,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(credentials::Credentials, kube::Client)> {
     let agent_dir = config.agent_dir();
     std::fs::create_dir_all(&agent_dir)
         .with_context(|| format!("cannot create {}", agent_dir.display()))?;
-    let creds = self::join(&config, &join, shutdown.clone()).await?;
+    let creds = self::join(config, join, shutdown).await?;
     let client = credentials::client(&creds).await?;
+    Ok((creds, client))
+}
+
+/// [`run`] after [`connect`]: the runtime, the endpoint, the Node, pod routes and the pods.
+pub async fn run_joined(
+    config: AgentConfig,
+    creds: credentials::Credentials,
+    client: kube::Client,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let agent_dir = config.agent_dir();
     let listener = server::bind(config.agent_port).await?;
     let tls = server::tls_config(&creds)?;
     let (cri, health, layout) = start_runtime(&config, shutdown.clone()).await?;
@@ -184,6 +208,7 @@ pub async fn run(
         &agent_dir.join("cni").join("ipam"),
     )?;
     let _ = net_tx.send(true);
+    let routes = tokio::spawn(routes::run(client.clone(), config.node_name.clone()));
     tracing::info!(node = %config.node_name, %pod_cidr, "node agent ready");
     let machine = node::Machine::read(&config.data_dir);
     let shared = Arc::new(pods::Shared {
@@ -201,6 +226,7 @@ pub async fn run(
         allocatable: (machine.cpus as f64, machine.memory_bytes as f64),
     });
     pods::run(shared, shutdown).await;
+    routes.abort();
     Ok(())
 }
 
