@@ -7,9 +7,10 @@
 //! - creates a pod, pinned by a required node affinity on `metadata.name` and carrying the
 //!   default daemon tolerations, on each node that should run one
 //!   ([`util::should_run`]: nodeSelector, node affinity, taints) and has none;
-//! - deletes failed pods, surplus pods (all but the oldest, or the surge pair's loser), pods
-//!   on nodes that no longer qualify (those that tolerate the node's NoExecute taints stay)
-//!   and pods of nodes that are gone;
+//! - deletes failed pods, surplus pods (all but the oldest, or the surge pair's loser) and
+//!   pods on nodes that no longer qualify (those that tolerate the node's NoExecute taints
+//!   stay); pods of nodes that are gone are force-deleted (grace period 0), as upstream's pod
+//!   garbage collector would;
 //! - otherwise, with the RollingUpdate strategy, takes one rolling step
 //!   ([`util::rolling_step`]: maxUnavailable without surge, maxSurge with it); OnDelete
 //!   replaces pods only when they are deleted;
@@ -125,6 +126,22 @@ async fn reconcile(cached: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, kube
     for pods in by_node.values_mut() {
         pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     }
+    // Pods of nodes that are gone will never be stopped by an agent: they are force-deleted
+    // (what upstream's pod garbage collector does) and otherwise ignored.
+    let known: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    let (by_node, orphans): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        by_node.into_iter().partition(|(n, _)| known.contains(n));
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::background()
+    };
+    for p in orphans.values().flatten() {
+        match pods.delete(&p.name_any(), &force).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
     let (surge, unavailable) = surge_and_unavailable(&ds, desired(&ds, &nodes));
     let rolling = spec
         .update_strategy
@@ -175,7 +192,6 @@ fn manage(
 ) -> (Vec<String>, Vec<String>) {
     let (mut delete, mut create) = (Vec::new(), Vec::new());
     let none = Vec::new();
-    let known: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
     for node in nodes {
         let name = node.name_any();
         let (run, keep) = should_run(ds, node);
@@ -222,15 +238,6 @@ fn manage(
             }
         } else {
             delete.extend(running.iter().skip(1).map(|p| p.name_any()));
-        }
-    }
-    for (node, pods) in by_node {
-        if !known.contains(node) {
-            delete.extend(
-                pods.iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .map(|p| p.name_any()),
-            );
         }
     }
     (delete, create)

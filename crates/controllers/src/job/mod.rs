@@ -225,7 +225,7 @@ async fn sync(
     };
     let failed = st.failed.unwrap_or(0) + count(unc_fail.len());
     let mut active: Vec<Pod> = owned.iter().filter(|p| is_active(p)).cloned().collect();
-    let terminating = count(owned.iter().filter(|p| is_terminating(p)).count());
+    let mut terminating = count(owned.iter().filter(|p| is_terminating(p)).count());
 
     if st.start_time.is_none() && !suspended {
         st.start_time = Some(Time(now));
@@ -318,7 +318,8 @@ async fn sync(
         }
     } else {
         // A failing job's active pods go (they count as failed once they are gone).
-        delete_pods(pods, &active).await?;
+        delete_pods(pods, &active, false).await?;
+        terminating += count(active.len());
         active.clear();
     }
 
@@ -485,7 +486,7 @@ async fn manage(
     now: Timestamp,
 ) -> Result<Option<Duration>, kube::Error> {
     if suspended {
-        delete_pods(pods, active).await?;
+        delete_pods(pods, active, true).await?;
         active.clear();
         return Ok(None);
     }
@@ -505,7 +506,7 @@ async fn manage(
                 _ => extra.push(p),
             }
         }
-        delete_pods(pods, &extra).await?;
+        delete_pods(pods, &extra, true).await?;
         active.extend(seen.into_values());
     }
     let have = count(active.len());
@@ -519,7 +520,7 @@ async fn manage(
         sort_for_deletion(active);
         let surplus = usize::try_from(have - want).unwrap_or(0);
         let doomed: Vec<Pod> = active.drain(..surplus).collect();
-        delete_pods(pods, &doomed).await?;
+        delete_pods(pods, &doomed, true).await?;
         return Ok(None);
     }
     if have == want {
@@ -566,15 +567,22 @@ async fn manage(
     }
 }
 
-/// Deletes pods (background), ignoring those already gone.
-async fn delete_pods(pods: &Api<Pod>, doomed: &[Pod]) -> Result<(), kube::Error> {
+/// Deletes pods (background), ignoring those already gone. With `untrack` (upstream's
+/// `deleteJobPods`, for suspension and surplus pods) their tracking finalizer goes first, so
+/// they do not count as failed; without it (upstream's `deleteActivePods`, for a failing job)
+/// they count as failed once gone.
+async fn delete_pods(pods: &Api<Pod>, doomed: &[Pod], untrack: bool) -> Result<(), kube::Error> {
+    let freed = if untrack {
+        remove_finalizers(pods, doomed.iter()).await?
+    } else {
+        HashSet::new()
+    };
+    let doomed = doomed.iter().filter(|p| {
+        !untrack || !has_tracking_finalizer(p) || p.uid().is_some_and(|u| freed.contains(&u))
+    });
     let dp = DeleteParams::background();
-    let results = join_all(
-        doomed
-            .iter()
-            .map(|p| pods.delete(p.metadata.name.as_deref().unwrap_or(""), &dp)),
-    )
-    .await;
+    let results =
+        join_all(doomed.map(|p| pods.delete(p.metadata.name.as_deref().unwrap_or(""), &dp))).await;
     for r in results {
         match r {
             Ok(_) => {}
@@ -598,6 +606,12 @@ async fn remove_finalizers<'a>(
             .iter()
             .filter(|f| *f != util::TRACKING_FINALIZER)
             .collect();
+        // An empty list is dropped, as the Go client's omitempty does.
+        let kept = if kept.is_empty() {
+            json!(null)
+        } else {
+            json!(kept)
+        };
         let patch = json!({
             "metadata": {"resourceVersion": p.resource_version(), "finalizers": kept}
         });

@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(format_indexes(&parse_indexes("0,1,2")), "0-2");
         assert!(parse_indexes("x,-").is_empty());
         let active = BTreeSet::from([0]);
-        assert_eq!(indexes_to_create(6, &s, &active, 2), [2, 6]);
+        assert_eq!(indexes_to_create(7, &s, &active, 2), [2, 6]);
         assert_eq!(indexes_to_create(3, &s, &active, 5), [2]);
     }
 
