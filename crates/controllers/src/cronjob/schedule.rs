@@ -169,7 +169,7 @@ pub fn plan(schedule: &Schedule, cj: &PlanInput<'_>, now: Timestamp) -> Plan {
         return Plan::TooLate(scheduled);
     }
     let name = job_name(cj.name, scheduled);
-    if cj.active.iter().any(|a| *a == name) || cj.last_schedule == Some(scheduled) {
+    if cj.active.contains(&name) || cj.last_schedule == Some(scheduled) {
         return Plan::Wait(next);
     }
     match cj.policy {
