@@ -67,7 +67,7 @@ fn add_default_tolerations(spec: &mut PodSpec) {
 }
 
 /// Upstream's `ReplaceDaemonSetPodNodeNameNodeAffinity`: the required node affinity becomes
-/// one term matching the field `metadata.name` In [`node`].
+/// one term matching the field `metadata.name` In `[node]`.
 pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
     let required = NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
