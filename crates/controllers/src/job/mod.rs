@@ -395,10 +395,12 @@ fn finish_from(kind: &'static str, c: &JobCondition) -> Finish {
     }
 }
 
+/// `status.uncountedTerminatedPods`, empty lists left out (as upstream serialises them).
 fn uncounted_of(succ: &BTreeSet<String>, fail: &BTreeSet<String>) -> UncountedTerminatedPods {
+    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
     UncountedTerminatedPods {
-        succeeded: Some(succ.iter().cloned().collect()),
-        failed: Some(fail.iter().cloned().collect()),
+        succeeded: list(succ),
+        failed: list(fail),
     }
 }
 
