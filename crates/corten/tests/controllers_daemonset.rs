@@ -151,6 +151,35 @@ fn one_pod_per_eligible_node_and_rolling_update() {
     for p in pods.values() {
         assert_eq!(p["spec"]["containers"][0]["image"], "busybox:2");
     }
+    let history = c.kubectl(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+
+    // Undo goes back to the first template, rolled out the same way.
+    c.kubectl(&["rollout", "undo", "daemonset/agent"]);
+    c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
+    wait_for("pods back on busybox:1", 30, || {
+        let pods = pods_by_node(&c, "agent");
+        pods.len() == 3
+            && pods
+                .values()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:1")
+    });
+    let history = c.kubectl(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        revisions,
+        ["2", "3"],
+        "the first revision became the third: {history}"
+    );
     let ds = c.get_json(&["get", "ds", "agent"]);
     assert_eq!(ds["status"]["updatedNumberScheduled"], 3);
     assert_eq!(ds["status"]["numberMisscheduled"], 0);

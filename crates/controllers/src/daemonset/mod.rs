@@ -31,9 +31,8 @@ use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -42,7 +41,7 @@ use serde_json::json;
 
 use crate::controller_utils::{
     Selector, claim, controller_of, controller_ref, is_available, is_ready, owners_of,
-    until_available,
+    revision_data, until_available,
 };
 use crate::deployment::util::pod_template_hash;
 use crate::replicaset::slow_start;
@@ -290,9 +289,7 @@ async fn ensure_revision(client: &Client, ds: &DaemonSet) -> Result<String, kube
     let name = format!("{}-{hash}", ds.name_any());
     let api: Api<ControllerRevision> =
         Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(hash);
-    }
+    let existing = api.get_opt(&name).await?;
     let uid = ds.uid().unwrap_or_default();
     let mut mine: Vec<ControllerRevision> = api
         .list(&ListParams::default())
@@ -301,7 +298,17 @@ async fn ensure_revision(client: &Client, ds: &DaemonSet) -> Result<String, kube
         .into_iter()
         .filter(|r| controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
         .collect();
-    let number = mine.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
+    let latest = mine.iter().map(|r| r.revision).max().unwrap_or(0);
+    if let Some(rev) = existing {
+        // Back to an earlier template (a rollback): it becomes the newest revision again.
+        if rev.revision < latest {
+            let patch = json!({"revision": latest + 1});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        return Ok(hash);
+    }
+    let number = latest + 1;
     let mut labels = spec.selector.match_labels.clone().unwrap_or_default();
     labels.insert(REVISION_LABEL.into(), hash.clone());
     let revision = ControllerRevision {
@@ -312,9 +319,7 @@ async fn ensure_revision(client: &Client, ds: &DaemonSet) -> Result<String, kube
             owner_references: Some(vec![controller_ref(ds)]),
             ..Default::default()
         },
-        data: Some(RawExtension(
-            json!({"spec": {"template": spec.template, "$patch": "replace"}}),
-        )),
+        data: Some(revision_data(&spec.template)),
         revision: number,
     };
     match api.create(&PostParams::default(), &revision).await {
