@@ -116,7 +116,7 @@ impl ApiState {
             }
             let has_finalizers = has_finalizers(res, &obj);
             // Pods bound to a node are deleted gracefully: the node agent stops them first.
-            let pod_grace = if res.group.is_empty()
+            let requested_grace = if res.group.is_empty()
                 && res.plural == "pods"
                 && obj["spec"]["nodeName"]
                     .as_str()
@@ -125,13 +125,15 @@ impl ApiState {
                 let grace = grace_option
                     .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
                     .unwrap_or(30);
-                (grace > 0).then_some(grace)
+                Some(grace.max(0))
             } else {
                 None
             };
+            let pod_grace = requested_grace.filter(|g| *g > 0);
             if has_finalizers || pod_grace.is_some() {
-                // A second DELETE may only shorten a pending grace period.
-                let shortens = pod_grace.is_some_and(|g| {
+                // A second DELETE may only shorten a pending grace period (to 0 as well: a pod
+                // kept by finalizers then goes as soon as they are removed).
+                let shortens = requested_grace.is_some_and(|g| {
                     obj["metadata"]["deletionGracePeriodSeconds"]
                         .as_i64()
                         .is_none_or(|cur| cur > g)
@@ -140,7 +142,7 @@ impl ApiState {
                     return Ok(Reply::ok(obj));
                 }
                 if !already_deleting || shortens {
-                    let grace = pod_grace.unwrap_or(0);
+                    let grace = requested_grace.unwrap_or(0);
                     let meta = meta_mut(&mut obj);
                     meta.insert(
                         "deletionTimestamp".into(),
@@ -297,6 +299,36 @@ mod tests {
                 .code,
             404
         );
+    }
+
+    #[tokio::test]
+    async fn zero_grace_shortens_a_pod_kept_by_finalizers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(&dir).await;
+        let pods = resource("", "pods");
+        create(
+            &state,
+            &pods,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "finalizers": ["example.com/keep"]},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .await;
+        let q = Query::parse(None);
+        let r = state
+            .delete(&pods, Some("default"), "p", &Value::Null, &q)
+            .await
+            .expect("graceful delete");
+        assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 30);
+        // The agent's final DELETE (grace 0) shortens it even though a finalizer keeps the pod,
+        // so removing the finalizer later deletes the pod instead of waiting for the agent.
+        let now = Query::parse(Some("gracePeriodSeconds=0"));
+        let r = state
+            .delete(&pods, Some("default"), "p", &Value::Null, &now)
+            .await
+            .expect("final delete");
+        assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 0);
+        assert!(state.get(&pods, Some("default"), "p").await.is_ok());
     }
 
     #[tokio::test]

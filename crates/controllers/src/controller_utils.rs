@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -186,6 +187,17 @@ pub fn pod_from_template(template: &PodTemplateSpec, prefix: &str, owner: OwnerR
         spec: template.spec.clone(),
         status: None,
     }
+}
+
+/// A ControllerRevision's `data` for a DaemonSet or StatefulSet template, as upstream's
+/// `getPatch`: a strategic merge patch that replaces `spec.template` (what `kubectl rollout
+/// undo` applies).
+pub fn revision_data(template: &PodTemplateSpec) -> RawExtension {
+    let mut template = serde_json::to_value(template).unwrap_or_default();
+    if let Some(t) = template.as_object_mut() {
+        t.insert("$patch".into(), json!("replace"));
+    }
+    RawExtension(json!({ "spec": { "template": template } }))
 }
 
 /// Whether a pod counts towards its controller: not finished and not being deleted.

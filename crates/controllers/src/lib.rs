@@ -15,6 +15,10 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate).
 //! - [`nodeipam`]: gives every Node a /24 pod CIDR out of the cluster CIDR.
 //! - [`statefulset`]: pods with stable identities and their own claims, in order.
+//! - [`daemonset`]: one pod per eligible node, rolled node by node.
+//! - [`job`]: runs pods to completion (completions, parallelism, back-off, deadlines, Indexed
+//!   mode, suspend, TTL after finished).
+//! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //!
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
@@ -25,10 +29,13 @@ use kube::Client;
 use tokio::sync::watch;
 
 pub mod controller_utils;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
@@ -56,6 +63,9 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
     spawn(&mut tasks, "statefulset", statefulset::run(client.clone()));
+    spawn(&mut tasks, "job", job::run(client.clone()));
+    spawn(&mut tasks, "daemonset", daemonset::run(client.clone()));
+    spawn(&mut tasks, "cronjob", cronjob::run(client.clone()));
     spawn(&mut tasks, "volumes", volumes::run(client.clone()));
     spawn(
         &mut tasks,

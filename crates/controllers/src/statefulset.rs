@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -28,7 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, controller_of, controller_ref, is_active, is_ready, owners_of,
+    Selector, controller_of, controller_ref, is_active, is_ready, owners_of, revision_data,
 };
 use crate::deployment::util::pod_template_hash;
 
@@ -347,9 +346,7 @@ async fn ensure_revision(client: &Client, set: &StatefulSet) -> Result<String, k
                 owner_references: Some(vec![controller_ref(set)]),
                 ..Default::default()
             },
-            data: Some(RawExtension(
-                json!({"spec": {"template": spec.template, "$patch": "replace"}}),
-            )),
+            data: Some(revision_data(&spec.template)),
             revision: number,
         };
         match api.create(&PostParams::default(), &revision).await {

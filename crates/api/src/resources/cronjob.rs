@@ -124,16 +124,23 @@ impl Behavior for CronJob {
                 "spec.jobTemplate.spec.template.spec.containers",
             )),
         }
-        if let Some(tz) = spec
-            .time_zone
-            .as_deref()
-            .filter(|tz| tz.is_empty() || tz.contains(' '))
-        {
-            causes.push(invalid_raw(
-                "spec.timeZone",
-                format!("{tz:?}"),
-                "unknown time zone",
-            ));
+        if let Some(tz) = spec.time_zone.as_deref() {
+            let message = if tz.is_empty() {
+                Some("timeZone must be nil or non-empty string".to_string())
+            } else if tz.eq_ignore_ascii_case("Local") {
+                Some(
+                    "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+                        .to_string(),
+                )
+            } else if jiff::tz::TimeZone::get(tz).is_err() {
+                // Go's time.LoadLocation error, as upstream reports it.
+                Some(format!("unknown time zone {tz}"))
+            } else {
+                None
+            };
+            if let Some(m) = message {
+                causes.push(invalid_raw("spec.timeZone", format!("{tz:?}"), &m));
+            }
         }
         causes
     }
@@ -217,5 +224,24 @@ mod tests {
         assert!(schedule_error("* * *").is_some());
         assert!(schedule_error("61 * * * *").is_some());
         assert!(schedule_error("CRON_TZ=UTC * * * * *").is_some());
+    }
+
+    #[test]
+    fn time_zones_must_be_known() {
+        let cj = |tz: &str| -> CronJob {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "cj"},
+                "spec": {"schedule": "@daily", "timeZone": tz, "jobTemplate": {"spec": {
+                    "template": {"spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox"}]}}}}}
+            }))
+            .unwrap_or_default()
+        };
+        assert!(cj("Europe/Berlin").validate(None).is_empty());
+        let causes = cj("Mars/Olympus").validate(None);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].field, "spec.timeZone");
+        assert!(causes[0].message.contains("unknown time zone Mars/Olympus"));
+        assert_eq!(cj("Local").validate(None).len(), 1);
     }
 }

@@ -99,7 +99,7 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 }
 
 /// `value` of `total`: an absolute count or a percentage, rounded up or down.
-fn scaled_value(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
+pub fn scaled_value(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     match value {
         None => 0,
         Some(IntOrString::Int(n)) => *n,

@@ -7,6 +7,7 @@
 pub mod hosts;
 pub mod nodes;
 pub mod pods;
+pub mod watch;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -397,9 +398,17 @@ pub struct SimNodes {
 impl SimNodes {
     /// Starts `count` simulated nodes against `c` and waits until kubectl lists them Ready.
     pub fn start(c: &Cluster, count: usize) -> Self {
-        let log = std::fs::File::create(c.data_dir().join("sim-nodes.log")).expect("log file");
+        Self::start_prefixed(c, "sim", count)
+    }
+
+    /// Starts `count` simulated nodes named `{prefix}-{i}` and waits until kubectl lists
+    /// them Ready.
+    pub fn start_prefixed(c: &Cluster, prefix: &str, count: usize) -> Self {
+        let log = std::fs::File::create(c.data_dir().join(format!("sim-nodes-{prefix}.log")))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_corten"))
-            .args(["sim-nodes", "--count", &count.to_string(), "--kubeconfig"])
+            .args(["sim-nodes", "--prefix", prefix])
+            .args(["--count", &count.to_string(), "--kubeconfig"])
             .arg(c.kubeconfig())
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())
@@ -411,13 +420,18 @@ impl SimNodes {
         loop {
             let out = c.try_kubectl(&["get", "nodes", "--no-headers"]);
             let text = String::from_utf8_lossy(&out.stdout);
-            if text.lines().filter(|l| l.contains(" Ready ")).count() == count {
+            let ready = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{prefix}-")) && l.contains(" Ready "))
+                .count();
+            if ready == count {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "sim nodes not Ready: {text}\nsim-nodes log: {}\nserver log: {}",
-                std::fs::read_to_string(c.data_dir().join("sim-nodes.log")).unwrap_or_default(),
+                std::fs::read_to_string(c.data_dir().join(format!("sim-nodes-{prefix}.log")))
+                    .unwrap_or_default(),
                 c.log()
             );
             std::thread::sleep(Duration::from_millis(100));
