@@ -1,6 +1,7 @@
 //! The `corten` binary: `corten server` runs a whole single-node control plane in one process;
 //! by default with a node agent for this machine; `corten agent` runs a node agent that joins a
-//! server with its join token; `corten images` imports images offline; `corten sim-nodes`
+//! server with its join token; `corten images` imports images offline; `corten datastore`
+//! exports / imports objects and snapshots the embedded store; `corten sim-nodes`
 //! registers simulated nodes (pods on them are reported Running without containers, as kwok
 //! does) against any cluster.
 
@@ -10,6 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+mod datastore;
+mod images;
+
+use images::ImagesCommand;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
@@ -21,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the control plane (API server on the embedded datastore).
+    /// Runs the control plane (API server on the embedded datastore or etcd).
     Server(ServerArgs),
     /// Runs a node agent that joins a server with the server's join token (DATA_DIR/token).
     Agent(AgentArgs),
@@ -30,35 +36,13 @@ enum Command {
     /// Manages the node's container images (offline import).
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Moves a cluster's objects between datastores (export / import) and snapshots the
+    /// embedded store.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
     /// Stops every pod container of a node, its containerd, and unmounts what is left, and
     /// removes the cluster DNS interface (for uninstalling; running pods are killed).
     Killall(KillallArgs),
-}
-
-#[derive(Subcommand)]
-enum ImagesCommand {
-    /// Imports OCI-layout or docker-archive tarballs into the node's containerd (whether or not
-    /// the server is running).
-    Import(ImagesImportArgs),
-    /// Lists the images the node's runtime has.
-    Ls(ImagesLsArgs),
-}
-
-#[derive(clap::Args)]
-struct ImagesImportArgs {
-    /// The tarballs.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// The data directory of the node.
-    #[arg(long, default_value = "/var/lib/corten")]
-    data_dir: PathBuf,
-}
-
-#[derive(clap::Args)]
-struct ImagesLsArgs {
-    /// The data directory of the node.
-    #[arg(long, default_value = "/var/lib/corten")]
-    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +136,8 @@ struct ServerArgs {
     /// How many revisions of history compaction keeps (watches and lists may resume from them).
     #[arg(long, default_value_t = 10_000)]
     compaction_retain_revisions: i64,
+    #[command(flatten)]
+    datastore: datastore::EtcdArgs,
     /// Do not run the controller manager (the API server's in-process controllers).
     #[arg(long)]
     disable_controller_manager: bool,
@@ -190,7 +176,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::Agent(args) => agent(args),
         Command::SimNodes(args) => sim_nodes(args),
-        Command::Images(cmd) => images(cmd),
+        Command::Images(cmd) => block_on("warn", images::run(cmd)),
+        Command::Datastore(cmd) => block_on("warn", datastore::run(cmd)),
         Command::Killall(args) => block_on("info", async move {
             if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
                 eprintln!("corten: {e:#}");
@@ -272,6 +259,13 @@ fn server(args: ServerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let etcd = match args.datastore.config() {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            eprintln!("corten: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = apiserver::Config {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -280,6 +274,7 @@ fn server(args: ServerArgs) -> ExitCode {
             args.compaction_interval_seconds.max(1),
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
+        etcd,
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
@@ -511,88 +506,6 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
             ExitCode::FAILURE
         }
     }
-}
-
-fn images(cmd: ImagesCommand) -> ExitCode {
-    block_on("warn", async move {
-        match cmd {
-            ImagesCommand::Import(args) => {
-                let layout =
-                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                // Use the running node's containerd, or start it for the import.
-                let started = if tokio::net::UnixStream::connect(&layout.socket)
-                    .await
-                    .is_ok()
-                {
-                    None
-                } else {
-                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
-                };
-                let mut result = Ok(());
-                for file in &args.files {
-                    let t = std::time::Instant::now();
-                    match kubelet::images::import(&layout.socket, file).await {
-                        Ok(()) => println!(
-                            "imported {} in {:.2}s",
-                            file.display(),
-                            t.elapsed().as_secs_f64()
-                        ),
-                        Err(e) => {
-                            eprintln!("corten: {e:#}");
-                            result = Err(anyhow::anyhow!("some imports failed"));
-                        }
-                    }
-                }
-                if started.is_some() {
-                    let _ = stop_tx.send(true);
-                    let pid = layout.dir.join("containerd.pid");
-                    for _ in 0..300 {
-                        if !pid.exists() {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-                result
-            }
-            ImagesCommand::Ls(args) => {
-                let layout =
-                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let started = if tokio::net::UnixStream::connect(&layout.socket)
-                    .await
-                    .is_ok()
-                {
-                    None
-                } else {
-                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
-                };
-                let cri = kubelet::runtime::Cri::connect(layout.socket.clone())?;
-                let list = kubelet::images::list(&cri).await;
-                if started.is_some() {
-                    let _ = stop_tx.send(true);
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                println!("{:<50} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
-                for (tags, id, size) in list? {
-                    let short = id
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(13)
-                        .collect::<String>();
-                    for tag in if tags.is_empty() {
-                        vec!["<none>".to_string()]
-                    } else {
-                        tags
-                    } {
-                        println!("{tag:<50} {short:<20} {:>9.1}MB", size as f64 / 1e6);
-                    }
-                }
-                Ok(())
-            }
-        }
-    })
 }
 
 /// Which API clients `corten server` runs beside the API server.
