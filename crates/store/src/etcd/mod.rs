@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Identity, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
 };
 
 use crate::{
@@ -36,6 +36,9 @@ use crate::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long connecting to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest response accepted (a whole-collection list can be large; gRPC's default is
+/// 4 MiB, etcd itself sends up to 2 GiB).
+const MAX_RESPONSE: usize = i32::MAX as usize;
 
 /// Where etcd is and how to reach it.
 #[derive(Clone, Debug, Default)]
@@ -133,7 +136,8 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 ///
 /// Dropping it ends its open watch streams with [`Error::Closed`].
 pub struct EtcdStore {
-    client: Client,
+    kv: KvClient,
+    watch: WatchClient,
     endpoints: Vec<String>,
     /// A known lower bound of etcd's compacted revision (it only grows).
     compacted_hint: Arc<AtomicI64>,
@@ -164,7 +168,10 @@ impl EtcdStore {
             })?;
         let (closed, _) = tokio::sync::watch::channel(());
         let store = EtcdStore {
-            client,
+            kv: client.kv_client().max_decoding_message_size(MAX_RESPONSE),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE),
             endpoints: config.endpoints.clone(),
             compacted_hint: Arc::new(AtomicI64::new(0)),
             closed,
@@ -179,9 +186,9 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// A copy of the client (etcd-client's calls take `&mut`; clones share the connection).
-    fn client(&self) -> Client {
-        self.client.clone()
+    /// A copy of the KV client (etcd-client's calls take `&mut`; clones share the connection).
+    fn client(&self) -> KvClient {
+        self.kv.clone()
     }
 
     /// Maps an etcd error for a request at `requested` (where a revision is involved).
@@ -206,7 +213,9 @@ impl EtcdStore {
             Ok(_) => Ok(true),
             Err(e) => match classify(&e) {
                 Kind::Compacted => Ok(false),
-                _ => Err(backend(e)),
+                // Not yet written: nothing is compacted there.
+                Kind::Future => Ok(true),
+                Kind::Other => Err(backend(e)),
             },
         }
     }
@@ -444,7 +453,7 @@ impl Store for EtcdStore {
             });
         }
         Ok(watch::stream(
-            self.client(),
+            self.watch.clone(),
             prefix.as_bytes().to_vec(),
             after,
             self.closed.subscribe(),

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, EventType, WatchOptions};
+use etcd_client::{EventType, WatchClient, WatchOptions};
 use futures::StreamExt;
 
 use super::{kv, prefix_end};
@@ -20,7 +20,7 @@ use crate::{Error, Event, EventKind, KeyValue, Result, Revision, WatchStream};
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 struct State {
-    client: Client,
+    client: WatchClient,
     prefix: Vec<u8>,
     /// The revision the next (re-)created watch starts at.
     next: Revision,
@@ -33,7 +33,7 @@ struct State {
 
 /// A stream of the changes under `prefix` after revision `after`.
 pub(super) fn stream(
-    client: Client,
+    client: WatchClient,
     prefix: Vec<u8>,
     after: Revision,
     closed: tokio::sync::watch::Receiver<()>,
