@@ -200,3 +200,53 @@ pub fn snapshot_save(data_dir: &Path, file: &Path) -> Result<i64> {
 pub fn snapshot_restore(data_dir: &Path, file: &Path) -> Result<i64> {
     store::sqlite::restore(file, &sqlite_path(data_dir)).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &tempfile::TempDir, name: &str) -> store::sqlite::SqliteStore {
+        store::sqlite::SqliteStore::open(&dir.path().join(name)).expect("open")
+    }
+
+    #[tokio::test]
+    async fn export_import_round_trip_and_bad_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = store(&dir, "a.db");
+        for i in 0..1203 {
+            a.create(&format!("/registry/configmaps/ns/c{i:04}"), Bytes::from(format!("{{\"i\":{i}}}")))
+                .await
+                .expect("create");
+        }
+        a.create("/registry/raw", Bytes::from_static(&[0xff, 0x00, 0x80]))
+            .await
+            .expect("create");
+        a.create("/other/key", Bytes::from_static(b"not exported"))
+            .await
+            .expect("create");
+        let mut out = Vec::new();
+        assert_eq!(export(&a, &mut out).await.expect("export"), 1204);
+        let text = String::from_utf8(out.clone()).expect("utf-8");
+        assert!(text.lines().next().expect("header").contains(FORMAT));
+        assert!(text.contains("value_base64"));
+
+        let b = store(&dir, "b.db");
+        assert_eq!(import(&b, &mut out.as_slice()).await.expect("import"), 1204);
+        let (kv, _) = b.get("/registry/raw").await.expect("get");
+        assert_eq!(kv.expect("raw").value, Bytes::from_static(&[0xff, 0x00, 0x80]));
+        let mut again = Vec::new();
+        export(&b, &mut again).await.expect("export");
+        let body = |s: &[u8]| String::from_utf8_lossy(s).lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(body(&again), body(&out));
+
+        // A non-empty target, a foreign file, a truncated export.
+        let err = import(&b, &mut out.as_slice()).await.expect_err("non-empty");
+        assert!(err.to_string().contains("needs an empty one"), "{err}");
+        let c = store(&dir, "c.db");
+        let err = import(&c, &mut &b"{\"hello\":1}\n"[..]).await.expect_err("foreign");
+        assert!(err.to_string().contains("not a corten datastore export"), "{err}");
+        let cut: Vec<u8> = text.lines().take(10).collect::<Vec<_>>().join("\n").into_bytes();
+        let err = import(&c, &mut cut.as_slice()).await.expect_err("truncated");
+        assert!(err.to_string().contains("incomplete"), "{err}");
+    }
+}
