@@ -153,7 +153,9 @@ pub async fn import(store: &dyn Store, input: &mut dyn BufRead) -> Result<u64> {
     let header: Header = serde_json::from_str(&header)
         .ok()
         .filter(|h: &Header| h.format == FORMAT)
-        .with_context(|| format!("not a corten datastore export (the first line is not a {FORMAT} header)"))?;
+        .with_context(|| {
+            format!("not a corten datastore export (the first line is not a {FORMAT} header)")
+        })?;
     let mut written = 0;
     for (n, line) in lines.enumerate() {
         let line = line?;
@@ -214,9 +216,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = store(&dir, "a.db");
         for i in 0..1203 {
-            a.create(&format!("/registry/configmaps/ns/c{i:04}"), Bytes::from(format!("{{\"i\":{i}}}")))
-                .await
-                .expect("create");
+            a.create(
+                &format!("/registry/configmaps/ns/c{i:04}"),
+                Bytes::from(format!("{{\"i\":{i}}}")),
+            )
+            .await
+            .expect("create");
         }
         a.create("/registry/raw", Bytes::from_static(&[0xff, 0x00, 0x80]))
             .await
@@ -233,20 +238,43 @@ mod tests {
         let b = store(&dir, "b.db");
         assert_eq!(import(&b, &mut out.as_slice()).await.expect("import"), 1204);
         let (kv, _) = b.get("/registry/raw").await.expect("get");
-        assert_eq!(kv.expect("raw").value, Bytes::from_static(&[0xff, 0x00, 0x80]));
+        assert_eq!(
+            kv.expect("raw").value,
+            Bytes::from_static(&[0xff, 0x00, 0x80])
+        );
         let mut again = Vec::new();
         export(&b, &mut again).await.expect("export");
-        let body = |s: &[u8]| String::from_utf8_lossy(s).lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+        let body = |s: &[u8]| {
+            String::from_utf8_lossy(s)
+                .lines()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(body(&again), body(&out));
 
         // A non-empty target, a foreign file, a truncated export.
-        let err = import(&b, &mut out.as_slice()).await.expect_err("non-empty");
+        let err = import(&b, &mut out.as_slice())
+            .await
+            .expect_err("non-empty");
         assert!(err.to_string().contains("needs an empty one"), "{err}");
         let c = store(&dir, "c.db");
-        let err = import(&c, &mut &b"{\"hello\":1}\n"[..]).await.expect_err("foreign");
-        assert!(err.to_string().contains("not a corten datastore export"), "{err}");
-        let cut: Vec<u8> = text.lines().take(10).collect::<Vec<_>>().join("\n").into_bytes();
-        let err = import(&c, &mut cut.as_slice()).await.expect_err("truncated");
+        let err = import(&c, &mut &b"{\"hello\":1}\n"[..])
+            .await
+            .expect_err("foreign");
+        assert!(
+            err.to_string().contains("not a corten datastore export"),
+            "{err}"
+        );
+        let cut: Vec<u8> = text
+            .lines()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes();
+        let err = import(&c, &mut cut.as_slice())
+            .await
+            .expect_err("truncated");
         assert!(err.to_string().contains("incomplete"), "{err}");
     }
 }

@@ -49,7 +49,11 @@ pub async fn run(p: &Params<'_>, report: &mut Report) -> Result<u64> {
     let bin = std::fs::canonicalize(p.corten_bin)
         .with_context(|| format!("{} (build it first)", p.corten_bin.display()))?;
     let mut ticks = 0;
-    let base = ["--disable-controller-manager", "--disable-scheduler", "--disable-agent"];
+    let base = [
+        "--disable-controller-manager",
+        "--disable-scheduler",
+        "--disable-agent",
+    ];
 
     progress("datastore: API server on the embedded store");
     let (mut srv, config) = server::Corten::start_with(&bin, p.work_dir, &base).await?;
@@ -82,13 +86,21 @@ pub async fn run(p: &Params<'_>, report: &mut Report) -> Result<u64> {
             "API server on the embedded store vs on etcd {version} (pods, {} clients, HTTPS, kube-rs)",
             p.clients
         ),
-        &["Measurement", "embedded (SQLite)", "etcd", "embedded / etcd"],
+        &[
+            "Measurement",
+            "embedded (SQLite)",
+            "etcd",
+            "embedded / etcd",
+        ],
     );
     t.row(&[
         format!("Pod creates/s ({} pods, durable)", p.objects),
         format!("{:.0}/s", embedded.creates_per_s),
         format!("{:.0}/s", on_etcd.creates_per_s),
-        format!("{:.2}×", embedded.creates_per_s / on_etcd.creates_per_s.max(1e-9)),
+        format!(
+            "{:.2}×",
+            embedded.creates_per_s / on_etcd.creates_per_s.max(1e-9)
+        ),
     ]);
     t.row(&[
         "Create latency p50 / p99".into(),
@@ -152,7 +164,10 @@ async fn measure(p: &Params<'_>, config: &kube::Config) -> Result<Measured> {
     let client = kube::Client::try_from(config.clone())?;
     api::ensure_namespace(&client, "bench").await?;
     api::ensure_namespace(&client, "bench-watch").await?;
-    progress(&format!("creating {} pods with {} clients", p.objects, p.clients));
+    progress(&format!(
+        "creating {} pods with {} clients",
+        p.objects, p.clients
+    ));
     let creates = api::create_many(config, Kind::Pod, "bench", 0..p.objects, p.clients).await?;
     progress(&format!(
         "watch latency: {} watchers, {} creates",

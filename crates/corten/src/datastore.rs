@@ -36,7 +36,9 @@ impl EtcdArgs {
                 || self.datastore_certfile.is_some()
                 || self.datastore_keyfile.is_some()
             {
-                bail!("--datastore-cafile/--datastore-certfile/--datastore-keyfile need --datastore-endpoint");
+                bail!(
+                    "--datastore-cafile/--datastore-certfile/--datastore-keyfile need --datastore-endpoint"
+                );
             }
             return Ok(None);
         };

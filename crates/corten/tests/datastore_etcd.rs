@@ -18,9 +18,15 @@ fn start_on(etcd: &Etcd) -> Cluster {
 }
 
 fn rv(c: &Cluster, name: &str) -> i64 {
-    c.kubectl(&["get", "configmap", name, "-o", "jsonpath={.metadata.resourceVersion}"])
-        .parse()
-        .expect("numeric resourceVersion")
+    c.kubectl(&[
+        "get",
+        "configmap",
+        name,
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ])
+    .parse()
+    .expect("numeric resourceVersion")
 }
 
 #[test]
@@ -32,10 +38,16 @@ fn kubectl_on_etcd_crud_watch_restart_and_kill_9() {
     c.kubectl(&["create", "configmap", "b", "--from-literal=k=2"]);
     // Stored in etcd under the embedded store's key layout; resourceVersion = mod revision.
     let rv_a = rv(&c, "a");
-    assert_eq!(etcd.mod_revision("/registry/configmaps/default/a"), Some(rv_a));
+    assert_eq!(
+        etcd.mod_revision("/registry/configmaps/default/a"),
+        Some(rv_a)
+    );
     assert!(rv(&c, "b") > rv_a);
     let names = c.kubectl(&["get", "configmaps", "-o", "name"]);
-    assert!(names.contains("configmap/a") && names.contains("configmap/b"), "{names}");
+    assert!(
+        names.contains("configmap/a") && names.contains("configmap/b"),
+        "{names}"
+    );
     assert_eq!(
         c.kubectl(&["get", "configmap", "b", "-o", "jsonpath={.data.k}"]),
         "2"
@@ -48,11 +60,23 @@ fn kubectl_on_etcd_crud_watch_restart_and_kill_9() {
     ]))
     .expect("list json");
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
-    assert!(page["metadata"]["continue"].as_str().is_some_and(|s| !s.is_empty()), "{page}");
+    assert!(
+        page["metadata"]["continue"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{page}"
+    );
 
     // A watch sees a create, an update and a delete.
     let mut watch = c
-        .kubectl_cmd(&["get", "configmaps", "--watch-only", "--output-watch-events", "-o", "json"])
+        .kubectl_cmd(&[
+            "get",
+            "configmaps",
+            "--watch-only",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -105,7 +129,12 @@ fn kubectl_on_etcd_crud_watch_restart_and_kill_9() {
     let mut acked = Vec::new();
     for i in 0..20 {
         let name = format!("k{i}");
-        c.kubectl(&["create", "configmap", &name, &format!("--from-literal=i={i}")]);
+        c.kubectl(&[
+            "create",
+            "configmap",
+            &name,
+            &format!("--from-literal=i={i}"),
+        ]);
         acked.push((name.clone(), rv(&c, &name)));
     }
     c.kill9();
@@ -123,9 +152,25 @@ fn tls_etcd_with_client_certificates() {
     let etcd = Etcd::start_tls();
     let c = start_on(&etcd);
     c.kubectl(&["create", "namespace", "tls"]);
-    c.kubectl(&["-n", "tls", "create", "secret", "generic", "s", "--from-literal=x=y"]);
+    c.kubectl(&[
+        "-n",
+        "tls",
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=x=y",
+    ]);
     let rv: i64 = c
-        .kubectl(&["-n", "tls", "get", "secret", "s", "-o", "jsonpath={.metadata.resourceVersion}"])
+        .kubectl(&[
+            "-n",
+            "tls",
+            "get",
+            "secret",
+            "s",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
         .parse()
         .expect("rv");
     assert_eq!(etcd.mod_revision("/registry/secrets/tls/s"), Some(rv));
@@ -157,5 +202,8 @@ fn tls_etcd_with_client_certificates() {
         .expect("run corten");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("expected http://HOST:PORT or https://HOST:PORT"), "{err}");
+    assert!(
+        err.contains("expected http://HOST:PORT or https://HOST:PORT"),
+        "{err}"
+    );
 }

@@ -183,7 +183,9 @@ async fn compaction_rejects_old_revisions_and_keeps_current_data(f: &mut Fixture
         s.create(&format!("/c/{i}"), b("a")).await.unwrap(); // revs o+1..=o+10
     }
     for i in 0..5 {
-        s.update(&format!("/c/{i}"), b("b"), o + i + 1).await.unwrap(); // revs o+11..=o+15
+        s.update(&format!("/c/{i}"), b("b"), o + i + 1)
+            .await
+            .unwrap(); // revs o+11..=o+15
     }
     s.delete("/c/9", None).await.unwrap(); // rev o+16
     let before = s.range(range("/c/")).await.unwrap();

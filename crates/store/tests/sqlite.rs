@@ -169,4 +169,3 @@ async fn a_watcher_that_falls_behind_is_closed() {
     assert!(seen < 9600);
     assert!(w.next().await.is_none(), "the stream ends after the error");
 }
-

@@ -136,7 +136,12 @@ async fn etcd_watch_resumes_after_a_restart_without_loss_or_repeats() {
     let mut w = s.watch("/r/", 0).await.unwrap();
     let mut want = Vec::new();
     for i in 0..20 {
-        want.push(s.create(&format!("/r/{i}"), b("a")).await.unwrap().mod_revision);
+        want.push(
+            s.create(&format!("/r/{i}"), b("a"))
+                .await
+                .unwrap()
+                .mod_revision,
+        );
     }
     // Read half, then lose etcd with the rest unread.
     let mut got = Vec::new();
@@ -146,7 +151,12 @@ async fn etcd_watch_resumes_after_a_restart_without_loss_or_repeats() {
     f.restart().await;
     for i in 20..40 {
         // The store's client reconnects on its own.
-        want.push(s.create(&format!("/r/{i}"), b("b")).await.unwrap().mod_revision);
+        want.push(
+            s.create(&format!("/r/{i}"), b("b"))
+                .await
+                .unwrap()
+                .mod_revision,
+        );
     }
     let del = s.delete("/r/0", None).await.unwrap();
     want.push(del.mod_revision);

@@ -95,8 +95,18 @@ impl Etcd {
         let mut cmd = Command::new(&bin);
         cmd.args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--log-level", "warn"]);
         if let Some(tls) = &self.tls {
@@ -122,7 +132,11 @@ impl Etcd {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("etcd exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "etcd not healthy in 30 s: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "etcd not healthy in 30 s: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -135,20 +149,30 @@ impl Etcd {
     /// Runs etcdctl (API v3) against this etcd.
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(), "--command-timeout", "5s"]);
+        cmd.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &self.endpoint(),
+            "--command-timeout",
+            "5s",
+        ]);
         if let Some(tls) = &self.tls {
             cmd.arg(format!("--cacert={}", tls.ca.display()))
                 .arg(format!("--cert={}", tls.cert.display()))
                 .arg(format!("--key={}", tls.key.display()));
         }
-        cmd.args(args).output().expect("run etcdctl (Debian's etcd-client)")
+        cmd.args(args)
+            .output()
+            .expect("run etcdctl (Debian's etcd-client)")
     }
 
     /// The mod revision etcd holds for `key` (None: absent).
     pub fn mod_revision(&self, key: &str) -> Option<i64> {
         let out = self.etcdctl(&["get", key, "-w", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("etcdctl json");
         v["kvs"][0]["mod_revision"].as_i64()
     }
@@ -185,7 +209,9 @@ fn make_certs(dir: &std::path::Path) -> Tls {
     let sign = |cn: &str, server: bool| {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         if server {
             params.subject_alt_names = vec![
                 rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")),

@@ -24,13 +24,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    Identity, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
 };
 
-use crate::{
-    Error, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, WatchStream,
-};
+use crate::{Error, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, WatchStream};
 
 /// How long one etcd request may take before it fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -117,8 +115,7 @@ impl EtcdConfig {
             (None, None) => {}
             _ => {
                 return Err(Error::Backend(
-                    "the etcd client certificate and key go together (give both or neither)"
-                        .into(),
+                    "the etcd client certificate and key go together (give both or neither)".into(),
                 ));
             }
         }
@@ -128,8 +125,12 @@ impl EtcdConfig {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| Error::Backend(format!("cannot read the etcd {what} file {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| {
+        Error::Backend(format!(
+            "cannot read the etcd {what} file {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The etcd datastore. Cheap to share behind an `Arc` (see [`crate::SharedStore`]).
@@ -335,7 +336,9 @@ impl Store for EtcdStore {
             Err(e) => return Err(self.error(e, req.revision.unwrap_or(0)).await),
         };
         let kvs = resp.kvs().iter().map(kv).collect::<Result<Vec<_>>>()?;
-        let remaining = u64::try_from(resp.count()).unwrap_or(0).saturating_sub(kvs.len() as u64);
+        let remaining = u64::try_from(resp.count())
+            .unwrap_or(0)
+            .saturating_sub(kvs.len() as u64);
         let revision = match req.revision {
             Some(r) => r,
             None => header_revision(resp.header())?,
@@ -409,7 +412,10 @@ impl Store for EtcdStore {
         };
         let txn = Txn::new()
             .when([compare])
-            .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
+            .and_then([TxnOp::delete(
+                key,
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.client().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {

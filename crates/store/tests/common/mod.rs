@@ -127,8 +127,18 @@ impl Etcd {
         let child = Command::new(&bin)
             .args(["--name", "test", "--data-dir"])
             .arg(self.data.join("member"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
