@@ -32,6 +32,10 @@ pub const PREFIX: &str = "/registry/";
 pub const FORMAT: &str = "corten-datastore-export/v1";
 /// Keys read per page while exporting.
 const PAGE: usize = 500;
+/// Lines parsed before they are written while importing.
+const IMPORT_BATCH: usize = 1000;
+/// Creates in flight while importing (the embedded store commits them in groups).
+const IMPORT_CONCURRENCY: usize = 64;
 
 /// The embedded store's file in a data directory.
 pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
@@ -157,36 +161,60 @@ pub async fn import(store: &dyn Store, input: &mut dyn BufRead) -> Result<u64> {
             format!("not a corten datastore export (the first line is not a {FORMAT} header)")
         })?;
     let mut written = 0;
-    for (n, line) in lines.enumerate() {
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+    let mut lines = lines.enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
         let line = line?;
-        if line.trim().is_empty() {
-            continue;
+        if !line.trim().is_empty() {
+            batch.push(parse_line(&line, n + 2)?);
         }
-        let line: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {} of the export is not a key line", n + 2))?;
-        let value = match (line.value, line.value_base64) {
-            (Some(text), None) => Bytes::from(text),
-            (None, Some(b64)) => Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .with_context(|| format!("line {}: bad value_base64", n + 2))?,
-            ),
-            _ => bail!("line {}: expected one of value and value_base64", n + 2),
-        };
-        if !line.key.starts_with(PREFIX) {
-            bail!("line {}: key {:?} is not under {PREFIX}", n + 2, line.key);
+        if batch.len() == IMPORT_BATCH || (lines.peek().is_none() && !batch.is_empty()) {
+            written += write_batch(store, std::mem::take(&mut batch)).await?;
         }
-        store
-            .create(&line.key, value)
-            .await
-            .with_context(|| format!("writing {}", line.key))?;
-        written += 1;
     }
     if written != header.count {
         bail!(
             "the export is incomplete: its header announces {} keys, it holds {written} (all {written} were imported)",
             header.count
         );
+    }
+    Ok(written)
+}
+
+/// One key line of an export (`lineno` for errors).
+fn parse_line(line: &str, lineno: usize) -> Result<(String, Bytes)> {
+    let line: Line = serde_json::from_str(line)
+        .with_context(|| format!("line {lineno} of the export is not a key line"))?;
+    let value = match (line.value, line.value_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .with_context(|| format!("line {lineno}: bad value_base64"))?,
+        ),
+        _ => bail!("line {lineno}: expected one of value and value_base64"),
+    };
+    if !line.key.starts_with(PREFIX) {
+        bail!("line {lineno}: key {:?} is not under {PREFIX}", line.key);
+    }
+    Ok((line.key, value))
+}
+
+/// Creates the keys of `batch`, several at a time.
+async fn write_batch(store: &dyn Store, batch: Vec<(String, Bytes)>) -> Result<u64> {
+    use futures::StreamExt;
+    let mut results = futures::stream::iter(batch)
+        .map(|(key, value)| async move {
+            store
+                .create(&key, value)
+                .await
+                .with_context(|| format!("writing {key}"))
+        })
+        .buffer_unordered(IMPORT_CONCURRENCY);
+    let mut written = 0;
+    while let Some(result) = results.next().await {
+        result?;
+        written += 1;
     }
     Ok(written)
 }
