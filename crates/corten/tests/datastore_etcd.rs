@@ -72,7 +72,7 @@ fn kubectl_on_etcd_crud_watch_restart_and_kill_9() {
         .kubectl_cmd(&[
             "get",
             "configmaps",
-            "--watch-only",
+            "--watch",
             "--output-watch-events",
             "-o",
             "json",
@@ -108,15 +108,21 @@ fn kubectl_on_etcd_crud_watch_restart_and_kill_9() {
     c.kubectl(&["delete", "configmap", "b"]);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.len() < 3 && Instant::now() < deadline {
+    while seen.len() < 4 && Instant::now() < deadline {
         if let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
             seen.push(e);
         }
     }
     let _ = watch.kill();
     let _ = watch.wait();
-    let want = [("ADDED", "c"), ("MODIFIED", "c"), ("DELETED", "b")]
-        .map(|(t, n)| (t.to_string(), n.to_string()));
+    // The list first (b exists), then the changes, from the list's revision: no gap.
+    let want = [
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+        ("MODIFIED", "c"),
+        ("DELETED", "b"),
+    ]
+    .map(|(t, n)| (t.to_string(), n.to_string()));
     assert_eq!(seen, want);
     assert_eq!(etcd.mod_revision("/registry/configmaps/default/b"), None);
 
@@ -218,7 +224,7 @@ fn etcd_restart_under_a_running_server() {
     c.kubectl(&["create", "configmap", "before"]);
     let rv_before = rv(&c, "before");
     let mut watch = c
-        .kubectl_cmd(&["get", "configmaps", "--watch-only", "-o", "name"])
+        .kubectl_cmd(&["get", "configmaps", "--watch", "-o", "name"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
