@@ -30,6 +30,7 @@ pub mod alloc;
 pub mod auth;
 pub mod body;
 pub mod bootstrap;
+pub mod datastore;
 pub mod delete;
 pub mod discovery;
 pub mod generic;
@@ -64,6 +65,9 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// How many revisions compaction keeps.
     pub compaction_keep: i64,
+    /// The datastore: None for the embedded SQLite store (`DATA_DIR/state.db`), or an etcd
+    /// cluster. Certificates, tokens and the kubeconfig stay in `data_dir` either way.
+    pub etcd: Option<store::etcd::EtcdConfig>,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             port: 6443,
             compaction_interval: Duration::from_secs(300),
             compaction_keep: 10_000,
+            etcd: None,
         }
     }
 }
@@ -124,9 +129,17 @@ pub async fn start(
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
     };
 
-    let db = config.data_dir.join("state.db");
-    let store = store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store: store::SharedStore = Arc::new(store);
+    let store: store::SharedStore = match &config.etcd {
+        None => {
+            let db = config.data_dir.join("state.db");
+            Arc::new(store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        Some(etcd) => Arc::new(
+            store::etcd::EtcdStore::connect(etcd)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+    };
     store::spawn_compactor(
         store.clone(),
         config.compaction_interval,

@@ -18,6 +18,9 @@
 //!    durability, driven over gRPC with the `etcd-client` crate), with 1 and with 64 concurrent
 //!    writers, interleaved; reports puts/s and the corten/etcd ratio.
 //!
+//! `corten-bench datastore` runs the API server on its embedded store and on etcd in one run
+//! (pod creates/s, watch latency); see the `backends` module.
+//!
 //! `corten-bench dns` measures cluster DNS (queries/s, p99, propagation of a new service)
 //! against dnsmasq; see the `dns` module.
 //!
@@ -25,6 +28,7 @@
 //! Child processes are killed when the tool ends, also on errors and Ctrl-C.
 
 mod api;
+mod backends;
 mod dns;
 mod kv;
 mod machine;
@@ -141,6 +145,9 @@ enum Part {
     Proxy,
     /// Cluster DNS against dnsmasq (not part of `all`).
     Dns,
+    /// The API server on its embedded store vs on etcd: pod creates/s and watch latency,
+    /// same run (not part of `all`).
+    Datastore,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -198,6 +205,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::Pods => "node agent: pod startup and memory",
                 Part::Proxy => "service proxy",
                 Part::Dns => "cluster DNS",
+                Part::Datastore => "API server on the embedded store vs on etcd",
             }
         ),
         ..Default::default()
@@ -266,6 +274,19 @@ async fn run(cli: Cli) -> Result<()> {
             seconds: cli.dns_seconds,
         };
         own.0 += dns::run(&params, &mut report).await?;
+    }
+    if cli.part == Part::Datastore {
+        let params = backends::Params {
+            corten_bin: &cli.corten_bin,
+            etcd_bin: &cli.etcd_bin,
+            work_dir: &cli.work_dir,
+            objects: cli.objects,
+            clients: cli.clients,
+            watchers: cli.watchers,
+            watch_writes: cli.watch_writes,
+            watch_interval: Duration::from_millis(cli.watch_interval_ms),
+        };
+        own.0 += backends::run(&params, &mut report).await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();

@@ -1,6 +1,7 @@
 //! The `corten` binary: `corten server` runs a whole single-node control plane in one process;
 //! by default with a node agent for this machine; `corten agent` runs a node agent that joins a
-//! server with its join token; `corten images` imports images offline; `corten sim-nodes`
+//! server with its join token; `corten images` imports images offline; `corten datastore`
+//! exports / imports objects and snapshots the embedded store; `corten sim-nodes`
 //! registers simulated nodes (pods on them are reported Running without containers, as kwok
 //! does) against any cluster.
 
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod datastore;
 mod images;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
@@ -23,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the control plane (API server on the embedded datastore).
+    /// Runs the control plane (API server on the embedded datastore or etcd).
     Server(ServerArgs),
     /// Runs a node agent that joins a server with the server's join token (DATA_DIR/token).
     Agent(AgentArgs),
@@ -32,6 +34,10 @@ enum Command {
     /// Manages the node's container images (offline import).
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Moves a cluster's objects between datastores (export / import) and snapshots the
+    /// embedded store.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
     /// Stops every pod container of a node, its containerd, and unmounts what is left, and
     /// removes the cluster DNS interface (for uninstalling; running pods are killed).
     Killall(KillallArgs),
@@ -147,6 +153,8 @@ struct ServerArgs {
     /// How many revisions of history compaction keeps (watches and lists may resume from them).
     #[arg(long, default_value_t = 10_000)]
     compaction_retain_revisions: i64,
+    #[command(flatten)]
+    datastore: datastore::EtcdArgs,
     /// Do not run the controller manager (the API server's in-process controllers).
     #[arg(long)]
     disable_controller_manager: bool,
@@ -188,6 +196,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent(args),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Images(cmd) => images::run(cmd),
+        Command::Datastore(cmd) => block_on("warn", datastore::run(cmd)),
         Command::Killall(args) => block_on("info", async move {
             if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
                 eprintln!("corten: {e:#}");
@@ -269,6 +278,13 @@ fn server(args: ServerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let etcd = match args.datastore.config() {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            eprintln!("corten: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = apiserver::Config {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -277,6 +293,7 @@ fn server(args: ServerArgs) -> ExitCode {
             args.compaction_interval_seconds.max(1),
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
+        etcd,
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),

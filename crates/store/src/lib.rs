@@ -9,7 +9,8 @@
 //! fails with [`Error::Compacted`].
 //!
 //! [`Store`] hides the backend. [`sqlite::SqliteStore`] is the embedded backend (SQLite in WAL
-//! mode, group commit, watchers fed in-process); an etcd backend implements the same trait.
+//! mode, group commit, watchers fed in-process); [`etcd::EtcdStore`] keeps the same contract on
+//! an etcd v3 cluster.
 //!
 //! Invariant: only the API server opens a store. Every other component goes through the API.
 
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub mod etcd;
 pub mod sqlite;
 
 /// A store revision: a logical clock bumped by every write. Revision 0 means "nothing yet".

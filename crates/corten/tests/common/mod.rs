@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod hosts;
 pub mod nodes;
 pub mod pods;

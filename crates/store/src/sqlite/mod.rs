@@ -8,9 +8,11 @@
 //! * Schema: `log` (one row per revision), `current` (the latest value of every live key) and
 //!   `meta` (schema version, current and compacted revisions).
 //! * Watchers are fed in-process from a broadcast the writer publishes to after each commit.
+//! * Snapshots (`snapshot`, `restore`): `VACUUM INTO` copies, restored over an unused store.
 
 mod query;
 mod schema;
+mod snapshot;
 mod watch;
 mod writer;
 
@@ -26,6 +28,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use crate::{
     Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, WatchStream,
 };
+pub use snapshot::{ensure_unused, restore, snapshot};
 use writer::{Cmd, Op, Writer};
 
 /// Write requests that may wait for the writer before senders wait.

@@ -1,32 +1,35 @@
-//! History on the SQLite backend: reads at past revisions, compaction, and the file shrinking after it.
+//! History on both backends: reads and watches at past revisions, compaction.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use store::sqlite::SqliteStore;
-use store::{Error, Event, EventKind, KeyValue, RangeRequest, Revision, SharedStore, Store};
-use tempfile::TempDir;
+use store::{Error, Event, EventKind, KeyValue, RangeRequest, Revision, Store};
 
 use common::*;
 
+crate::backends!(
+    range_and_watch_at_past_revisions_across_compactions,
+    compaction_rejects_old_revisions_and_keeps_current_data,
+    compactor_keeps_the_last_revisions,
+);
+
 /// Expected states and events for a random sequence of writes, checked against the store at
 /// every revision, across several compactions.
-#[tokio::test]
-async fn range_and_watch_at_past_revisions_across_compactions() {
-    let dir = TempDir::new().unwrap();
-    let s = open(&dir);
+async fn range_and_watch_at_past_revisions_across_compactions(f: &mut Fixture) {
+    let s = f.open().await;
+    let s = s.as_ref();
+    let base = f.base;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    // states[r] = the store's content at revision r.
+    // states[i] = the store's content at revision base + i.
     let mut states: Vec<BTreeMap<String, KeyValue>> = vec![BTreeMap::new()];
     let mut events: Vec<Event> = vec![];
     let mut compacted = 0;
 
     async fn write_some(
-        s: &SqliteStore,
+        s: &dyn Store,
+        base: Revision,
         rng: &mut Rng,
         states: &mut Vec<BTreeMap<String, KeyValue>>,
         events: &mut Vec<Event>,
@@ -67,19 +70,20 @@ async fn range_and_watch_at_past_revisions_across_compactions() {
                 EventKind::Put => state.insert(key, event.kv.clone()),
                 EventKind::Delete => state.remove(&key),
             };
-            assert_eq!(event.revision() as usize, states.len());
+            assert_eq!((event.revision() - base) as usize, states.len());
             states.push(state);
             events.push(event);
         }
     }
 
     async fn check(
-        s: &SqliteStore,
+        s: &dyn Store,
+        base: Revision,
         states: &[BTreeMap<String, KeyValue>],
         events: &[Event],
         compacted: Revision,
     ) {
-        let current = (states.len() - 1) as Revision;
+        let current = base + (states.len() - 1) as Revision;
         assert_eq!(s.current_revision().await.unwrap(), current);
         for r in 0..compacted {
             let res = s
@@ -98,7 +102,7 @@ async fn range_and_watch_at_past_revisions_across_compactions() {
             ));
         }
         for r in compacted.max(1)..=current {
-            let want: Vec<KeyValue> = states[r as usize].values().cloned().collect();
+            let want: Vec<KeyValue> = states[(r - base) as usize].values().cloned().collect();
             let got = s
                 .range(RangeRequest {
                     revision: Some(r),
@@ -139,13 +143,14 @@ async fn range_and_watch_at_past_revisions_across_compactions() {
             assert_eq!(page.remaining as usize, rest.len().saturating_sub(2));
         }
         // Watching from the compacted revision replays everything after it, prevs included.
+        let from = (compacted - base).max(0) as usize;
         let mut w = s.watch("/k/", compacted).await.unwrap();
-        for want in &events[compacted as usize..] {
+        for want in &events[from..] {
             assert_eq!(&next(&mut w).await, want, "watch from {compacted}");
         }
         // Narrower prefix.
         let mut w = s.watch("/k/1", compacted).await.unwrap();
-        for want in events[compacted as usize..]
+        for want in events[from..]
             .iter()
             .filter(|e| e.kv.key.starts_with("/k/1"))
         {
@@ -153,62 +158,64 @@ async fn range_and_watch_at_past_revisions_across_compactions() {
         }
     }
 
-    write_some(&s, &mut rng, &mut states, &mut events, 150).await;
-    check(&s, &states, &events, compacted).await;
+    write_some(s, base, &mut rng, &mut states, &mut events, 150).await;
+    check(s, base, &states, &events, compacted).await;
     for round in 0..4 {
-        compacted = (states.len() - 1 - 20 * round) as Revision - 30;
+        compacted = base + (states.len() - 1 - 20 * round) as Revision - 30;
         s.compact(compacted).await.unwrap();
         assert_eq!(s.compacted_revision().await.unwrap(), compacted);
-        check(&s, &states, &events, compacted).await;
-        write_some(&s, &mut rng, &mut states, &mut events, 80).await;
-        check(&s, &states, &events, compacted).await;
+        check(s, base, &states, &events, compacted).await;
+        write_some(s, base, &mut rng, &mut states, &mut events, 80).await;
+        check(s, base, &states, &events, compacted).await;
     }
     // Compacting to the current revision keeps the latest state readable.
     compacted = s.current_revision().await.unwrap();
     s.compact(compacted).await.unwrap();
-    check(&s, &states, &events, compacted).await;
-    write_some(&s, &mut rng, &mut states, &mut events, 40).await;
-    check(&s, &states, &events, compacted).await;
+    check(s, base, &states, &events, compacted).await;
+    write_some(s, base, &mut rng, &mut states, &mut events, 40).await;
+    check(s, base, &states, &events, compacted).await;
 }
 
-#[tokio::test]
-async fn compaction_rejects_old_revisions_and_keeps_current_data() {
-    let dir = TempDir::new().unwrap();
-    let s = open(&dir);
+async fn compaction_rejects_old_revisions_and_keeps_current_data(f: &mut Fixture) {
+    let s = f.open().await;
+    let o = f.base;
     for i in 0..10 {
-        s.create(&format!("/c/{i}"), b("a")).await.unwrap(); // revs 1..=10
+        s.create(&format!("/c/{i}"), b("a")).await.unwrap(); // revs o+1..=o+10
     }
     for i in 0..5 {
-        s.update(&format!("/c/{i}"), b("b"), i + 1).await.unwrap(); // revs 11..=15
+        s.update(&format!("/c/{i}"), b("b"), o + i + 1)
+            .await
+            .unwrap(); // revs o+11..=o+15
     }
-    s.delete("/c/9", None).await.unwrap(); // rev 16
+    s.delete("/c/9", None).await.unwrap(); // rev o+16
     let before = s.range(range("/c/")).await.unwrap();
-    s.compact(14).await.unwrap();
-    assert_eq!(s.compacted_revision().await.unwrap(), 14);
+    s.compact(o + 14).await.unwrap();
+    assert_eq!(s.compacted_revision().await.unwrap(), o + 14);
     assert_eq!(
         s.range(RangeRequest {
-            revision: Some(13),
+            revision: Some(o + 13),
             ..range("/c/")
         })
         .await
         .unwrap_err(),
         Error::Compacted {
-            requested: 13,
-            compacted: 14
+            requested: o + 13,
+            compacted: o + 14
         }
     );
-    assert!(matches!(
-        s.watch("/c/", 13).await,
+    match s.watch("/c/", o + 13).await {
         Err(Error::Compacted {
-            requested: 13,
-            compacted: 14
-        })
-    ));
+            requested,
+            compacted,
+        }) => assert_eq!((requested, compacted), (o + 13, o + 14)),
+        Err(e) => panic!("expected compacted, got {e}"),
+        Ok(_) => panic!("expected compacted, got a watch"),
+    }
     let after = s.range(range("/c/")).await.unwrap();
     assert_eq!(after.kvs, before.kvs);
     let at14 = s
         .range(RangeRequest {
-            revision: Some(14),
+            revision: Some(o + 14),
             ..range("/c/")
         })
         .await
@@ -216,97 +223,34 @@ async fn compaction_rejects_old_revisions_and_keeps_current_data() {
     assert_eq!(at14.kvs.len(), 10);
     assert_eq!(at14.kvs[4].value, b("a"));
     assert_eq!(at14.kvs[3].value, b("b"));
-    let mut w = s.watch("/c/", 14).await.unwrap();
-    assert_eq!(next(&mut w).await.revision(), 15);
+    let mut w = s.watch("/c/", o + 14).await.unwrap();
+    assert_eq!(next(&mut w).await.revision(), o + 15);
     assert_eq!(next(&mut w).await.kind, EventKind::Delete);
     // Compacting backwards is a no-op; into the future an error.
-    s.compact(3).await.unwrap();
-    assert_eq!(s.compacted_revision().await.unwrap(), 14);
+    s.compact(o + 3).await.unwrap();
+    assert_eq!(s.compacted_revision().await.unwrap(), o + 14);
     assert!(matches!(
-        s.compact(17).await,
+        s.compact(o + 17).await,
         Err(Error::FutureRevision { .. })
     ));
     // A watch that lives across a compaction keeps going.
-    s.compact(16).await.unwrap();
-    s.update("/c/0", b("c"), 11).await.unwrap();
+    s.compact(o + 16).await.unwrap();
+    s.update("/c/0", b("c"), o + 11).await.unwrap();
     let e = next(&mut w).await;
-    assert_eq!((e.revision(), e.prev.map(|p| p.value)), (17, Some(b("b"))));
-}
-
-#[tokio::test]
-async fn compaction_removes_history_and_shrinks_the_file() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("state.db");
-    let s = open(&dir);
-    let value = Bytes::from(vec![b'v'; 3000]);
-    let mut revs = Vec::new();
-    for i in 0..50 {
-        revs.push(
-            s.create(&format!("/f/{i}"), value.clone())
-                .await
-                .unwrap()
-                .mod_revision,
-        );
-    }
-    for _ in 0..20 {
-        for (i, rev) in revs.iter_mut().enumerate() {
-            *rev = s
-                .update(&format!("/f/{i}"), value.clone(), *rev)
-                .await
-                .unwrap()
-                .mod_revision;
-        }
-    }
-    for i in 40..50 {
-        s.delete(&format!("/f/{i}"), None).await.unwrap();
-    }
-    let count = |sql: &str| -> i64 {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    };
-    assert_eq!(count("SELECT count(*) FROM log"), 50 * 21 + 10);
-    let pages_before = count("PRAGMA page_count");
-    s.compact(s.current_revision().await.unwrap())
-        .await
-        .unwrap();
-    // The rows go in the background, between write batches.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while count("SELECT count(*) FROM log") != 0 || count("PRAGMA freelist_count") != 0 {
-        assert!(Instant::now() < deadline, "history not cleaned up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pages_after = count("PRAGMA page_count");
-    assert!(
-        pages_after * 4 < pages_before,
-        "{pages_before} pages before, {pages_after} after"
+    assert_eq!(
+        (e.revision(), e.prev.map(|p| p.value)),
+        (o + 17, Some(b("b")))
     );
-    let r = s.range(range("/f/")).await.unwrap();
-    assert_eq!(r.kvs.len(), 40);
-    // Updating a key whose only version was compacted keeps history readable.
-    let cur = s.current_revision().await.unwrap();
-    s.update("/f/0", b("new"), revs[0]).await.unwrap();
-    let old = s
-        .range(RangeRequest {
-            revision: Some(cur),
-            ..range("/f/0")
-        })
-        .await
-        .unwrap();
-    assert_eq!(old.kvs[0].value, value);
-    let mut w = s.watch("/f/", cur).await.unwrap();
-    assert_eq!(next(&mut w).await.prev.unwrap().value, value);
 }
 
-#[tokio::test]
-async fn compactor_keeps_the_last_revisions() {
-    let dir = TempDir::new().unwrap();
-    let s: SharedStore = Arc::new(open(&dir));
+async fn compactor_keeps_the_last_revisions(f: &mut Fixture) {
+    let s = f.open().await;
     for i in 0..10 {
         s.create(&format!("/k/{i}"), b("x")).await.unwrap();
     }
     let handle = store::spawn_compactor(s.clone(), Duration::from_millis(20), 3);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while s.compacted_revision().await.unwrap() != 7 {
+    while s.compacted_revision().await.unwrap() != f.base + 7 {
         assert!(Instant::now() < deadline, "compactor did not run");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
