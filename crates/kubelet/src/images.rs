@@ -16,7 +16,11 @@ pub async fn import(socket: &Path, file: &Path) -> Result<()> {
         bail!("{}: no such file", file.display());
     }
     let ctr = which("ctr").context("ctr (from the containerd package) is not installed")?;
+    // A bounded ctr that dies with us: an import must not outlive a killed agent or its
+    // containerd (an orphaned ctr waits on the dead socket indefinitely).
     let out = tokio::process::Command::new(ctr)
+        .kill_on_drop(true)
+        .args(["--timeout", "300s"])
         .arg("--address")
         .arg(socket)
         .args([
