@@ -1,0 +1,501 @@
+//! The guestbook (examples/guestbook) end to end, as a user runs it: `corten server` with its
+//! node agent on a real containerd, the images from `scripts/images.sh`, the manifests applied
+//! with kubectl, and HTTP from the host to the gateway's LoadBalancer address. Then the
+//! failures the seed talks about, each under a steady loop of writes and reads: a backend pod
+//! deleted, the database pod deleted, a rolling update to v2, the whole server restarted, the
+//! frontend scaled up and down. Acknowledged writes must never be lost, and the backend's
+//! pod deletion and rollout must not fail a single request.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use common::pods::wait_for;
+use serde_json::{Value, json};
+
+const NS: &str = "guestbook";
+
+/// The images the guestbook needs beyond the standard test images.
+const IMAGES: &[&str] = &["redis", "guestbook-backend-v1", "guestbook-backend-v2"];
+
+/// An HTTP answer.
+struct Response {
+    code: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One HTTP/1.0 request (a fresh connection each time, as a browser's first request) to
+/// `addr`; `Err` for anything below HTTP (refused, reset, timed out).
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Response, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP header in {text:?}"))?;
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        code,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// Posts an entry; returns its id.
+fn post(addr: SocketAddr, text: &str) -> Result<i64, String> {
+    let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })))?;
+    if r.code != 201 {
+        return Err(format!("POST: {} {}", r.code, r.body.trim()));
+    }
+    r.json()["entry"]["id"]
+        .as_i64()
+        .ok_or_else(|| format!("POST: no id in {}", r.body))
+}
+
+/// Every entry, oldest first, as (id, text).
+fn entries(addr: SocketAddr) -> Result<Vec<(i64, String)>, String> {
+    let r = http(addr, "GET", "/api/entries", None)?;
+    if r.code != 200 {
+        return Err(format!("GET: {} {}", r.code, r.body.trim()));
+    }
+    Ok(r.json()["entries"]
+        .as_array()
+        .ok_or_else(|| format!("GET: no entries in {}", r.body))?
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_i64().unwrap_or(-1),
+                e["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+/// What a [`Traffic`] loop saw.
+#[derive(Default, Debug)]
+struct Stats {
+    requests: usize,
+    failures: Vec<String>,
+    /// Ids of the writes the API acknowledged.
+    acked: Vec<i64>,
+    /// Responses per backend version (X-Guestbook-Version).
+    versions: BTreeMap<String, usize>,
+}
+
+/// Writer/reader threads against the gateway: each posts an entry, then reads the latest
+/// entries back and checks that its write is there, over and over until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<Stats>>,
+    threads: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Traffic {
+    fn start(addr: SocketAddr, name: &str, threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, stats, name) = (stop.clone(), stats.clone(), name.to_string());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let text = format!("{name}-{t}-{n}");
+                        let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })));
+                        let id = record(&stats, "POST", &r, 201).and_then(|b| b["entry"]["id"].as_i64());
+                        if let Some(id) = id {
+                            stats.lock().unwrap().acked.push(id);
+                            let r = http(addr, "GET", "/api/entries?limit=50", None);
+                            if let Some(b) = record(&stats, "GET", &r, 200) {
+                                let seen = b["entries"]
+                                    .as_array()
+                                    .is_some_and(|es| es.iter().any(|e| e["id"] == id));
+                                if !seen {
+                                    stats.lock().unwrap().failures.push(format!(
+                                        "GET after POST: entry {id} missing in {}",
+                                        b["entries"]
+                                    ));
+                                }
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            stats,
+            threads,
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(self) -> Stats {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("traffic thread");
+        }
+        let stats = std::mem::take(&mut *self.stats.lock().unwrap());
+        eprintln!(
+            "traffic: {} requests in {:.1}s, {} writes acknowledged, {} failed, versions {:?}",
+            stats.requests,
+            self.started.elapsed().as_secs_f64(),
+            stats.acked.len(),
+            stats.failures.len(),
+            stats.versions
+        );
+        stats
+    }
+}
+
+/// Counts a response; returns its JSON body when it has the expected code.
+fn record(
+    stats: &Mutex<Stats>,
+    what: &str,
+    r: &Result<Response, String>,
+    want: u16,
+) -> Option<Value> {
+    let mut s = stats.lock().unwrap();
+    s.requests += 1;
+    match r {
+        Ok(r) if r.code == want => {
+            if let Some(v) = r.headers.get("x-guestbook-version") {
+                *s.versions.entry(v.clone()).or_default() += 1;
+            }
+            Some(r.json())
+        }
+        Ok(r) => {
+            s.failures
+                .push(format!("{what}: {} {}", r.code, r.body.trim()));
+            None
+        }
+        Err(e) => {
+            s.failures.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+fn ns_kubectl(c: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["-n", NS];
+    all.extend_from_slice(args);
+    c.kubectl(&all)
+}
+
+fn jsonpath(c: &Cluster, args: &[&str], path: &str) -> String {
+    let p = format!("jsonpath={path}");
+    let mut all = vec!["-n", NS];
+    all.extend_from_slice(args);
+    all.extend(["-o", &p]);
+    String::from_utf8_lossy(&c.try_kubectl(&all).stdout).into_owned()
+}
+
+/// Waits for every rollout of the guestbook, printing kubectl's progress.
+fn wait_rollouts(c: &Cluster) {
+    for w in [
+        "statefulset/redis",
+        "deployment/backend",
+        "deployment/frontend",
+        "deployment/gateway",
+    ] {
+        let out = c.try_kubectl(&["-n", NS, "rollout", "status", w, "--timeout=180s"]);
+        assert!(
+            out.status.success(),
+            "rollout of {w}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            diagnose(c)
+        );
+    }
+}
+
+/// The pods' state and the end of the server's log, to explain a failure.
+fn diagnose(c: &Cluster) -> String {
+    let pods = c.try_kubectl(&["get", "pods", "-A", "-o", "wide"]);
+    let events = c.try_kubectl(&["-n", NS, "get", "events"]);
+    let log = c.log();
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    format!(
+        "pods:\n{}\nevents:\n{}\nserver log (end):\n{}",
+        String::from_utf8_lossy(&pods.stdout),
+        String::from_utf8_lossy(&events.stdout),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// The ready pods of `app`, by name.
+fn ready_pods(c: &Cluster, app: &str) -> BTreeSet<String> {
+    let v = c.get_json(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        &format!("app.kubernetes.io/name={app}"),
+    ]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// Every pod of the guestbook: name -> uid.
+fn all_pods(c: &Cluster) -> BTreeMap<String, String> {
+    let v = c.get_json(&["-n", NS, "get", "pods"]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every acknowledged write is stored, and nothing twice.
+fn assert_no_lost_writes(addr: SocketAddr, acked: &[i64]) -> Vec<(i64, String)> {
+    let all = entries(addr).expect("list entries");
+    let ids: BTreeSet<i64> = all.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), all.len(), "an entry is stored twice");
+    let lost: Vec<_> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    all
+}
+
+fn manifests() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/guestbook")
+}
+
+#[test]
+fn guestbook_survives_pod_loss_rollout_and_restart() {
+    let t0 = Instant::now();
+    let mut c = Cluster::start_with_agent_images(&[], IMAGES);
+    let dir = manifests();
+    let out = c.kubectl(&["apply", "-f", &dir.to_string_lossy()]);
+    for kind in [
+        "namespace/guestbook",
+        "configmap/backend-config",
+        "secret/redis-credentials",
+        "statefulset.apps/redis",
+        "deployment.apps/backend",
+        "deployment.apps/frontend",
+        "deployment.apps/gateway",
+        "service/gateway",
+        "ingress.networking.k8s.io/guestbook",
+    ] {
+        assert!(out.contains(&format!("{kind} created")), "{out}");
+    }
+    wait_rollouts(&c);
+    eprintln!("deployed in {:.1}s", t0.elapsed().as_secs_f64());
+
+    // The database's claim came from the default StorageClass and is bound.
+    let claim = jsonpath(
+        &c,
+        &["get", "pvc", "data-redis-0"],
+        "{.spec.storageClassName} {.status.phase}",
+    );
+    assert_eq!(claim, "local-path Bound");
+
+    // ServiceLB gives the gateway the node's address; the proxy answers on it.
+    wait_for("the gateway's load balancer address", 60, || {
+        !jsonpath(&c, &["get", "service", "gateway"], "{.status.loadBalancer.ingress[0].ip}")
+            .is_empty()
+    });
+    let ip = jsonpath(&c, &["get", "service", "gateway"], "{.status.loadBalancer.ingress[0].ip}");
+    let lb: SocketAddr = format!("{ip}:8080").parse().expect("address");
+    wait_for("the guestbook through the load balancer", 60, || {
+        http(lb, "GET", "/api/entries", None).is_ok_and(|r| r.code == 200)
+    });
+
+    // The frontend's page, and the API behind the same address.
+    let page = http(lb, "GET", "/", None).expect("GET /");
+    assert_eq!(page.code, 200);
+    assert!(page.body.contains("<title>Guestbook</title>"), "{}", page.body);
+    assert_eq!(http(lb, "GET", "/apiary", None).expect("GET /apiary").code, 404);
+    let first: Vec<i64> = ["hello", "from", "corten"]
+        .iter()
+        .map(|t| post(lb, t).expect("post"))
+        .collect();
+    let got = entries(lb).expect("entries");
+    assert_eq!(
+        got.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["hello", "from", "corten"]
+    );
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), first);
+    let bad = http(lb, "POST", "/api/entries", Some(&json!({"text": ""}))).expect("post");
+    assert_eq!(bad.code, 400, "{}", bad.body);
+    let r = http(lb, "GET", "/api/entries", None).expect("get");
+    assert_eq!(r.headers.get("x-guestbook-version").map(String::as_str), Some("v1"));
+
+    // A backend pod is deleted under load: no request fails, no write is lost, and the
+    // Deployment replaces it.
+    let before = ready_pods(&c, "backend");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let victim = before.iter().next().unwrap().clone();
+    let traffic = Traffic::start(lb, "kill", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    ns_kubectl(&c, &["delete", "pod", &victim]);
+    wait_for("a replacement backend pod", 90, || {
+        let now = ready_pods(&c, "backend");
+        now.len() == 2 && !now.contains(&victim)
+    });
+    eprintln!("backend pod replaced in {:.1}s", t.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = traffic.finish();
+    assert!(stats.acked.len() > 20, "{stats:?}");
+    assert!(
+        stats.failures.is_empty(),
+        "requests failed while a backend pod went: {:?}\n{}",
+        stats.failures,
+        diagnose(&c)
+    );
+    let mut acked = first.clone();
+    acked.extend(&stats.acked);
+    assert_no_lost_writes(lb, &acked);
+
+    // The database pod is deleted: the StatefulSet brings it back on the same claim, with
+    // every entry.
+    let stored = entries(lb).expect("entries");
+    let uid = jsonpath(&c, &["get", "pod", "redis-0"], "{.metadata.uid}");
+    let t = Instant::now();
+    ns_kubectl(&c, &["delete", "pod", "redis-0"]);
+    wait_for("redis-0 back", 90, || {
+        let now = jsonpath(&c, &["get", "pod", "redis-0"], "{.metadata.uid}");
+        !now.is_empty() && now != uid && ready_pods(&c, "redis").contains("redis-0")
+    });
+    wait_for("the guestbook answering again", 30, || entries(lb).is_ok());
+    eprintln!("database pod back in {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(entries(lb).expect("entries"), stored, "entries lost with the database pod");
+    acked.push(post(lb, "after the database came back").expect("post"));
+
+    // A rolling update to v2 under load: zero failed requests, no lost writes, and v2 answers.
+    let traffic = Traffic::start(lb, "rollout", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    ns_kubectl(
+        &c,
+        &[
+            "set",
+            "image",
+            "deployment/backend",
+            "backend=localhost/guestbook-backend:v2",
+        ],
+    );
+    let out = ns_kubectl(&c, &["rollout", "status", "deployment/backend", "--timeout=180s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    eprintln!("rolled out v2 in {:.1}s", t.elapsed().as_secs_f64());
+    wait_for("only v2 backend pods", 60, || {
+        jsonpath(
+            &c,
+            &["get", "pods", "-l", "app.kubernetes.io/name=backend"],
+            "{.items[*].spec.containers[0].image}",
+        )
+        .split_whitespace()
+        .all(|i| i == "localhost/guestbook-backend:v2")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = traffic.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "requests failed during the rollout: {:?}\n{}",
+        stats.failures,
+        diagnose(&c)
+    );
+    assert!(stats.versions.contains_key("v1") && stats.versions.contains_key("v2"), "{stats:?}");
+    acked.extend(&stats.acked);
+    assert_no_lost_writes(lb, &acked);
+    let r = http(lb, "GET", "/api/entries?limit=1", None).expect("get");
+    assert_eq!(r.json()["version"], "v2");
+
+    // The whole server restarts: the same pods come back (their containers kept running and
+    // are adopted again), and so does every entry.
+    let stored = entries(lb).expect("entries");
+    let pods = all_pods(&c);
+    let t = Instant::now();
+    c.restart();
+    c.wait_node_ready();
+    wait_rollouts(&c);
+    wait_for("the guestbook after the restart", 60, || {
+        entries(lb).is_ok_and(|e| e == stored)
+    });
+    eprintln!("server restarted, guestbook answering in {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(all_pods(&c), pods, "the pods changed across the restart");
+    acked.push(post(lb, "after the restart").expect("post"));
+    assert_no_lost_writes(lb, &acked);
+
+    // The frontend scales to five and back to two, still serving the page.
+    ns_kubectl(&c, &["scale", "deployment/frontend", "--replicas=5"]);
+    wait_for("five ready frontend pods", 90, || ready_pods(&c, "frontend").len() == 5);
+    for _ in 0..10 {
+        let page = http(lb, "GET", "/", None).expect("GET /");
+        assert_eq!(page.code, 200, "{}", page.body);
+    }
+    ns_kubectl(&c, &["scale", "deployment/frontend", "--replicas=2"]);
+    wait_for("two frontend pods", 90, || {
+        jsonpath(
+            &c,
+            &["get", "pods", "-l", "app.kubernetes.io/name=frontend"],
+            "{.items[*].metadata.name}",
+        )
+        .split_whitespace()
+        .count()
+            == 2
+    });
+    assert_eq!(
+        jsonpath(&c, &["get", "deployment", "frontend"], "{.status.readyReplicas}"),
+        "2"
+    );
+    assert_eq!(http(lb, "GET", "/", None).expect("GET /").code, 200);
+    eprintln!("guestbook test took {:.1}s", t0.elapsed().as_secs_f64());
+}
