@@ -41,7 +41,12 @@ impl Response {
 
 /// One HTTP/1.0 request (a fresh connection each time, as a browser's first request) to
 /// `addr`; `Err` for anything below HTTP (refused, reset, timed out).
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Response, String> {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Response, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))
@@ -140,7 +145,8 @@ impl Traffic {
                         n += 1;
                         let text = format!("{name}-{t}-{n}");
                         let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })));
-                        let id = record(&stats, "POST", &r, 201).and_then(|b| b["entry"]["id"].as_i64());
+                        let id =
+                            record(&stats, "POST", &r, 201).and_then(|b| b["entry"]["id"].as_i64());
                         if let Some(id) = id {
                             stats.lock().unwrap().acked.push(id);
                             let r = http(addr, "GET", "/api/entries?limit=50", None);
@@ -278,9 +284,10 @@ fn ready_pods(c: &Cluster, app: &str) -> BTreeSet<String> {
         .flatten()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
         })
         .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
         .collect()
@@ -348,10 +355,18 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
 
     // ServiceLB gives the gateway the node's address; the proxy answers on it.
     wait_for("the gateway's load balancer address", 60, || {
-        !jsonpath(&c, &["get", "service", "gateway"], "{.status.loadBalancer.ingress[0].ip}")
-            .is_empty()
+        !jsonpath(
+            &c,
+            &["get", "service", "gateway"],
+            "{.status.loadBalancer.ingress[0].ip}",
+        )
+        .is_empty()
     });
-    let ip = jsonpath(&c, &["get", "service", "gateway"], "{.status.loadBalancer.ingress[0].ip}");
+    let ip = jsonpath(
+        &c,
+        &["get", "service", "gateway"],
+        "{.status.loadBalancer.ingress[0].ip}",
+    );
     let lb: SocketAddr = format!("{ip}:8080").parse().expect("address");
     wait_for("the guestbook through the load balancer", 60, || {
         http(lb, "GET", "/api/entries", None).is_ok_and(|r| r.code == 200)
@@ -360,8 +375,15 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     // The frontend's page, and the API behind the same address.
     let page = http(lb, "GET", "/", None).expect("GET /");
     assert_eq!(page.code, 200);
-    assert!(page.body.contains("<title>Guestbook</title>"), "{}", page.body);
-    assert_eq!(http(lb, "GET", "/apiary", None).expect("GET /apiary").code, 404);
+    assert!(
+        page.body.contains("<title>Guestbook</title>"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        http(lb, "GET", "/apiary", None).expect("GET /apiary").code,
+        404
+    );
     let first: Vec<i64> = ["hello", "from", "corten"]
         .iter()
         .map(|t| post(lb, t).expect("post"))
@@ -375,7 +397,10 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     let bad = http(lb, "POST", "/api/entries", Some(&json!({"text": ""}))).expect("post");
     assert_eq!(bad.code, 400, "{}", bad.body);
     let r = http(lb, "GET", "/api/entries", None).expect("get");
-    assert_eq!(r.headers.get("x-guestbook-version").map(String::as_str), Some("v1"));
+    assert_eq!(
+        r.headers.get("x-guestbook-version").map(String::as_str),
+        Some("v1")
+    );
 
     // A backend pod is deleted under load: no request fails, no write is lost, and the
     // Deployment replaces it.
@@ -416,7 +441,11 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     });
     wait_for("the guestbook answering again", 30, || entries(lb).is_ok());
     eprintln!("database pod back in {:.1}s", t.elapsed().as_secs_f64());
-    assert_eq!(entries(lb).expect("entries"), stored, "entries lost with the database pod");
+    assert_eq!(
+        entries(lb).expect("entries"),
+        stored,
+        "entries lost with the database pod"
+    );
     acked.push(post(lb, "after the database came back").expect("post"));
 
     // A rolling update to v2 under load: zero failed requests, no lost writes, and v2 answers.
@@ -432,7 +461,10 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
             "backend=localhost/guestbook-backend:v2",
         ],
     );
-    let out = ns_kubectl(&c, &["rollout", "status", "deployment/backend", "--timeout=180s"]);
+    let out = ns_kubectl(
+        &c,
+        &["rollout", "status", "deployment/backend", "--timeout=180s"],
+    );
     assert!(out.contains("successfully rolled out"), "{out}");
     eprintln!("rolled out v2 in {:.1}s", t.elapsed().as_secs_f64());
     wait_for("only v2 backend pods", 60, || {
@@ -452,7 +484,10 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
         stats.failures,
         diagnose(&c)
     );
-    assert!(stats.versions.contains_key("v1") && stats.versions.contains_key("v2"), "{stats:?}");
+    assert!(
+        stats.versions.contains_key("v1") && stats.versions.contains_key("v2"),
+        "{stats:?}"
+    );
     acked.extend(&stats.acked);
     assert_no_lost_writes(lb, &acked);
     let r = http(lb, "GET", "/api/entries?limit=1", None).expect("get");
@@ -469,14 +504,19 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     wait_for("the guestbook after the restart", 60, || {
         entries(lb).is_ok_and(|e| e == stored)
     });
-    eprintln!("server restarted, guestbook answering in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "server restarted, guestbook answering in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     assert_eq!(all_pods(&c), pods, "the pods changed across the restart");
     acked.push(post(lb, "after the restart").expect("post"));
     assert_no_lost_writes(lb, &acked);
 
     // The frontend scales to five and back to two, still serving the page.
     ns_kubectl(&c, &["scale", "deployment/frontend", "--replicas=5"]);
-    wait_for("five ready frontend pods", 90, || ready_pods(&c, "frontend").len() == 5);
+    wait_for("five ready frontend pods", 90, || {
+        ready_pods(&c, "frontend").len() == 5
+    });
     for _ in 0..10 {
         let page = http(lb, "GET", "/", None).expect("GET /");
         assert_eq!(page.code, 200, "{}", page.body);
@@ -493,7 +533,11 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
             == 2
     });
     assert_eq!(
-        jsonpath(&c, &["get", "deployment", "frontend"], "{.status.readyReplicas}"),
+        jsonpath(
+            &c,
+            &["get", "deployment", "frontend"],
+            "{.status.readyReplicas}"
+        ),
         "2"
     );
     assert_eq!(http(lb, "GET", "/", None).expect("GET /").code, 200);
