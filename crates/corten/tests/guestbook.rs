@@ -156,7 +156,8 @@ impl Traffic {
                                     .is_some_and(|es| es.iter().any(|e| e["id"] == id));
                                 if !seen {
                                     stats.lock().unwrap().failures.push(format!(
-                                        "GET after POST: entry {id} missing in {}",
+                                        "{} GET after POST: entry {id} missing in {}",
+                                        jiff::Timestamp::now(),
                                         b["entries"]
                                     ));
                                 }
@@ -210,12 +211,18 @@ fn record(
             Some(r.json())
         }
         Ok(r) => {
-            s.failures
-                .push(format!("{what}: {} {}", r.code, r.body.trim()));
+            let body = r.body.split("<title>").nth(1).unwrap_or(&r.body);
+            let body = body.split("</title>").next().unwrap_or(body).trim();
+            s.failures.push(format!(
+                "{} {what}: {} {body}",
+                jiff::Timestamp::now(),
+                r.code
+            ));
             None
         }
         Err(e) => {
-            s.failures.push(format!("{what}: {e}"));
+            s.failures
+                .push(format!("{} {what}: {e}", jiff::Timestamp::now()));
             None
         }
     }
@@ -258,12 +265,24 @@ fn wait_rollouts(c: &Cluster) {
 fn diagnose(c: &Cluster) -> String {
     let pods = c.try_kubectl(&["get", "pods", "-A", "-o", "wide"]);
     let events = c.try_kubectl(&["-n", NS, "get", "events"]);
+    let gateway = c.try_kubectl(&[
+        "-n",
+        NS,
+        "logs",
+        "-l",
+        "app.kubernetes.io/name=gateway",
+        "--timestamps",
+        "--tail=-1",
+    ]);
+    let gateway = String::from_utf8_lossy(&gateway.stdout);
+    let errors: Vec<&str> = gateway.lines().filter(|l| l.contains("[error]")).collect();
     let log = c.log();
     let tail: Vec<&str> = log.lines().rev().take(60).collect();
     format!(
-        "pods:\n{}\nevents:\n{}\nserver log (end):\n{}",
+        "pods:\n{}\nevents:\n{}\ngateway errors:\n{}\nserver log (end):\n{}",
         String::from_utf8_lossy(&pods.stdout),
         String::from_utf8_lossy(&events.stdout),
+        errors.join("\n"),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
 }
@@ -317,6 +336,33 @@ fn assert_no_lost_writes(addr: SocketAddr, acked: &[i64]) -> Vec<(i64, String)> 
     let lost: Vec<_> = acked.iter().filter(|id| !ids.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     all
+}
+
+/// Deletes one ready backend pod (`kubectl delete pod NAME FLAGS`) under a [`Traffic`] loop
+/// and waits for the Deployment's replacement; returns what the loop saw.
+fn lose_backend_pod(c: &Cluster, lb: SocketAddr, name: &str, flags: &[&str]) -> Stats {
+    let before = ready_pods(c, "backend");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let victim = before.iter().next().expect("a backend pod").clone();
+    let traffic = Traffic::start(lb, name, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    eprintln!("{} deleting {victim} {flags:?}", jiff::Timestamp::now());
+    let mut args = vec!["delete", "pod", &victim];
+    args.extend_from_slice(flags);
+    ns_kubectl(c, &args);
+    wait_for("a replacement backend pod", 90, || {
+        let now = ready_pods(c, "backend");
+        now.len() == 2 && !now.contains(&victim)
+    });
+    eprintln!(
+        "backend pod {victim} ({name}) replaced in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = traffic.finish();
+    assert!(stats.acked.len() > 20, "{stats:?}");
+    stats
 }
 
 fn manifests() -> PathBuf {
@@ -404,21 +450,7 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
 
     // A backend pod is deleted under load: no request fails, no write is lost, and the
     // Deployment replaces it.
-    let before = ready_pods(&c, "backend");
-    assert_eq!(before.len(), 2, "{before:?}");
-    let victim = before.iter().next().unwrap().clone();
-    let traffic = Traffic::start(lb, "kill", 2);
-    std::thread::sleep(Duration::from_secs(2));
-    let t = Instant::now();
-    ns_kubectl(&c, &["delete", "pod", &victim]);
-    wait_for("a replacement backend pod", 90, || {
-        let now = ready_pods(&c, "backend");
-        now.len() == 2 && !now.contains(&victim)
-    });
-    eprintln!("backend pod replaced in {:.1}s", t.elapsed().as_secs_f64());
-    std::thread::sleep(Duration::from_secs(2));
-    let stats = traffic.finish();
-    assert!(stats.acked.len() > 20, "{stats:?}");
+    let stats = lose_backend_pod(&c, lb, "delete", &[]);
     assert!(
         stats.failures.is_empty(),
         "requests failed while a backend pod went: {:?}\n{}",
@@ -428,6 +460,45 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     let mut acked = first.clone();
     acked.extend(&stats.acked);
     assert_no_lost_writes(lb, &acked);
+
+    // A backend pod is killed outright (force deletion, no grace): the requests it was
+    // serving may fail, but a write that was acknowledged is never lost.
+    let stats = lose_backend_pod(&c, lb, "kill", &["--grace-period=0", "--force"]);
+    acked.extend(&stats.acked);
+    assert_no_lost_writes(lb, &acked);
+
+    // Every write is on the claim's volume, fsynced before it was acknowledged.
+    let fsync = ns_kubectl(
+        &c,
+        &[
+            "exec",
+            "redis-0",
+            "--",
+            "sh",
+            "-c",
+            "redis-cli --no-auth-warning -a \"$REDIS_PASSWORD\" config get appendfsync",
+        ],
+    );
+    assert_eq!(
+        fsync.split_whitespace().collect::<Vec<_>>(),
+        ["appendfsync", "always"]
+    );
+    let volume = jsonpath(&c, &["get", "pvc", "data-redis-0"], "{.spec.volumeName}");
+    let path = String::from_utf8_lossy(
+        &c.try_kubectl(&[
+            "get",
+            "pv",
+            &volume,
+            "-o",
+            "jsonpath={.spec.hostPath.path}{.spec.local.path}",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        std::path::Path::new(&path).join("appendonlydir").is_dir(),
+        "no append-only file in the volume's directory {path:?}"
+    );
 
     // The database pod is deleted: the StatefulSet brings it back on the same claim, with
     // every entry.

@@ -303,6 +303,19 @@ spec:
 #[test]
 fn probes_flip_readiness_and_restart_on_liveness_failure() {
     let c = Cluster::start_with_agent(&[]);
+    // Every readiness the pod's status shows, in order: a watch sees a transient "true" that
+    // polling could miss (endpoints would have sent traffic to it).
+    let mut watch = c
+        .kubectl_cmd(&[
+            "get",
+            "pods",
+            "--watch",
+            "-o",
+            "jsonpath={.metadata.name} {.status.containerStatuses[0].ready}{\"\\n\"}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl get --watch");
     apply(
         &c,
         &format!(
@@ -335,6 +348,25 @@ spec:
     wait_for("ready=true", 30, || ready(&c) == "true");
     wait_for("ready=false again", 30, || ready(&c) == "false");
     assert_eq!(jsonpath(&c, "ready", "{.status.phase}"), "Running");
+    let _ = watch.kill();
+    let mut seen = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().expect("stdout"), &mut seen)
+        .expect("watch output");
+    let _ = watch.wait();
+    let mut flips: Vec<&str> = Vec::new();
+    for line in seen.lines() {
+        if let Some(("ready", v)) = line.split_once(' ')
+            && !v.is_empty()
+            && flips.last() != Some(&v)
+        {
+            flips.push(v);
+        }
+    }
+    assert_eq!(
+        flips,
+        ["false", "true", "false"],
+        "readiness must wait for the first successful probe:\n{seen}"
+    );
     wait_for("a liveness restart", 60, || {
         jsonpath(&c, "live", "{.status.containerStatuses[0].restartCount}")
             .parse::<i32>()
