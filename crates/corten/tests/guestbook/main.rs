@@ -6,227 +6,24 @@
 //! frontend scaled up and down. Acknowledged writes must never be lost, and the backend's
 //! pod deletion and rollout must not fail a single request.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
 use common::pods::wait_for;
-use serde_json::{Value, json};
+use serde_json::json;
+use traffic::{Stats, Traffic, entries, http, post};
 
 const NS: &str = "guestbook";
 
 /// The images the guestbook needs beyond the standard test images.
 const IMAGES: &[&str] = &["redis", "guestbook-backend-v1", "guestbook-backend-v2"];
-
-/// An HTTP answer.
-struct Response {
-    code: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Response {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One HTTP/1.0 request (a fresh connection each time, as a browser's first request) to
-/// `addr`; `Err` for anything below HTTP (refused, reset, timed out).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<Response, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP header in {text:?}"))?;
-    let mut lines = head.lines();
-    let code = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(Response {
-        code,
-        headers,
-        body: body.to_string(),
-    })
-}
-
-/// Posts an entry; returns its id.
-fn post(addr: SocketAddr, text: &str) -> Result<i64, String> {
-    let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })))?;
-    if r.code != 201 {
-        return Err(format!("POST: {} {}", r.code, r.body.trim()));
-    }
-    r.json()["entry"]["id"]
-        .as_i64()
-        .ok_or_else(|| format!("POST: no id in {}", r.body))
-}
-
-/// Every entry, oldest first, as (id, text).
-fn entries(addr: SocketAddr) -> Result<Vec<(i64, String)>, String> {
-    let r = http(addr, "GET", "/api/entries", None)?;
-    if r.code != 200 {
-        return Err(format!("GET: {} {}", r.code, r.body.trim()));
-    }
-    Ok(r.json()["entries"]
-        .as_array()
-        .ok_or_else(|| format!("GET: no entries in {}", r.body))?
-        .iter()
-        .map(|e| {
-            (
-                e["id"].as_i64().unwrap_or(-1),
-                e["text"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect())
-}
-
-/// What a [`Traffic`] loop saw.
-#[derive(Default, Debug)]
-struct Stats {
-    requests: usize,
-    failures: Vec<String>,
-    /// Ids of the writes the API acknowledged.
-    acked: Vec<i64>,
-    /// Responses per backend version (X-Guestbook-Version).
-    versions: BTreeMap<String, usize>,
-}
-
-/// Writer/reader threads against the gateway: each posts an entry, then reads the latest
-/// entries back and checks that its write is there, over and over until stopped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<Stats>>,
-    threads: Vec<JoinHandle<()>>,
-    started: Instant,
-}
-
-impl Traffic {
-    fn start(addr: SocketAddr, name: &str, threads: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Mutex::new(Stats::default()));
-        let threads = (0..threads)
-            .map(|t| {
-                let (stop, stats, name) = (stop.clone(), stats.clone(), name.to_string());
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let text = format!("{name}-{t}-{n}");
-                        let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })));
-                        let id =
-                            record(&stats, "POST", &r, 201).and_then(|b| b["entry"]["id"].as_i64());
-                        if let Some(id) = id {
-                            stats.lock().unwrap().acked.push(id);
-                            let r = http(addr, "GET", "/api/entries?limit=50", None);
-                            if let Some(b) = record(&stats, "GET", &r, 200) {
-                                let seen = b["entries"]
-                                    .as_array()
-                                    .is_some_and(|es| es.iter().any(|e| e["id"] == id));
-                                if !seen {
-                                    stats.lock().unwrap().failures.push(format!(
-                                        "{} GET after POST: entry {id} missing in {}",
-                                        jiff::Timestamp::now(),
-                                        b["entries"]
-                                    ));
-                                }
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            stats,
-            threads,
-            started: Instant::now(),
-        }
-    }
-
-    fn finish(self) -> Stats {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().expect("traffic thread");
-        }
-        let stats = std::mem::take(&mut *self.stats.lock().unwrap());
-        eprintln!(
-            "traffic: {} requests in {:.1}s, {} writes acknowledged, {} failed, versions {:?}",
-            stats.requests,
-            self.started.elapsed().as_secs_f64(),
-            stats.acked.len(),
-            stats.failures.len(),
-            stats.versions
-        );
-        stats
-    }
-}
-
-/// Counts a response; returns its JSON body when it has the expected code.
-fn record(
-    stats: &Mutex<Stats>,
-    what: &str,
-    r: &Result<Response, String>,
-    want: u16,
-) -> Option<Value> {
-    let mut s = stats.lock().unwrap();
-    s.requests += 1;
-    match r {
-        Ok(r) if r.code == want => {
-            if let Some(v) = r.headers.get("x-guestbook-version") {
-                *s.versions.entry(v.clone()).or_default() += 1;
-            }
-            Some(r.json())
-        }
-        Ok(r) => {
-            let body = r.body.split("<title>").nth(1).unwrap_or(&r.body);
-            let body = body.split("</title>").next().unwrap_or(body).trim();
-            s.failures.push(format!(
-                "{} {what}: {} {body}",
-                jiff::Timestamp::now(),
-                r.code
-            ));
-            None
-        }
-        Err(e) => {
-            s.failures
-                .push(format!("{} {what}: {e}", jiff::Timestamp::now()));
-            None
-        }
-    }
-}
 
 fn ns_kubectl(c: &Cluster, args: &[&str]) -> String {
     let mut all = vec!["-n", NS];
