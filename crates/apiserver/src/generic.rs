@@ -2,8 +2,8 @@
 //! upstream's `genericregistry.Store` does it. Per-resource behaviour comes from the
 //! registry's strategy; the order of hooks is fixed here, once:
 //! decode -> metadata -> prepare (create) or spec/status split (update) -> defaults ->
-//! validation -> admission (allocations) -> compare-and-swap write. DELETE lives in
-//! [`crate::delete`].
+//! mutating admission (create) -> validation -> admission (allocations) -> compare-and-swap
+//! write. DELETE lives in [`crate::delete`].
 
 use std::sync::Arc;
 
@@ -220,6 +220,7 @@ impl ApiState {
             meta.insert("generation".into(), json!(1));
         }
         res.strategy.prepare_for_create(&mut obj)?;
+        self.mutate_on_create(res, &mut obj).await?;
         let generate_name = meta_str(&obj, "generateName").unwrap_or("").to_string();
         if objects::name(&obj).is_empty() && !generate_name.is_empty() {
             meta_mut(&mut obj).insert(

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod admission;
 pub mod alloc;
 pub mod auth;
 pub mod body;

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod images;
+
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
 #[command(name = "corten", version, about, args_override_self = true)]
@@ -29,36 +31,10 @@ enum Command {
     SimNodes(SimNodesArgs),
     /// Manages the node's container images (offline import).
     #[command(subcommand)]
-    Images(ImagesCommand),
+    Images(images::ImagesCommand),
     /// Stops every pod container of a node, its containerd, and unmounts what is left, and
     /// removes the cluster DNS interface (for uninstalling; running pods are killed).
     Killall(KillallArgs),
-}
-
-#[derive(Subcommand)]
-enum ImagesCommand {
-    /// Imports OCI-layout or docker-archive tarballs into the node's containerd (whether or not
-    /// the server is running).
-    Import(ImagesImportArgs),
-    /// Lists the images the node's runtime has.
-    Ls(ImagesLsArgs),
-}
-
-#[derive(clap::Args)]
-struct ImagesImportArgs {
-    /// The tarballs.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// The data directory of the node.
-    #[arg(long, default_value = "/var/lib/corten")]
-    data_dir: PathBuf,
-}
-
-#[derive(clap::Args)]
-struct ImagesLsArgs {
-    /// The data directory of the node.
-    #[arg(long, default_value = "/var/lib/corten")]
-    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +111,20 @@ struct DnsArgs {
     dns_upstream: Vec<std::net::SocketAddr>,
 }
 
+/// Ingress controller flags.
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// Do not run the built-in ingress controller (it runs with the node agent).
+    #[arg(long)]
+    disable_ingress: bool,
+    /// The port the ingress controller serves HTTP on, on every address (0: none).
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The port the ingress controller serves HTTPS on, on every address (0: none).
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+}
+
 #[derive(clap::Args)]
 struct ServerArgs {
     /// Where state, certificates and the admin kubeconfig are kept.
@@ -164,6 +154,8 @@ struct ServerArgs {
     /// Do not run the service proxy (it runs with the node agent).
     #[arg(long)]
     disable_proxy: bool,
+    #[command(flatten)]
+    ingress: IngressArgs,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
     /// agent's own containerd.
     #[arg(long)]
@@ -190,7 +182,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::Agent(args) => agent(args),
         Command::SimNodes(args) => sim_nodes(args),
-        Command::Images(cmd) => images(cmd),
+        Command::Images(cmd) => images::run(cmd),
         Command::Killall(args) => block_on("info", async move {
             if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
                 eprintln!("corten: {e:#}");
@@ -303,7 +295,12 @@ fn server(args: ServerArgs) -> ExitCode {
         .into(),
     });
     let dns = dns_config(&args.dns, agent.is_some());
+    let ingress = agent
+        .as_ref()
+        .filter(|_| !args.ingress.disable_ingress)
+        .map(|agent| ingress_config(&args.ingress, agent.node_ip));
     let components = Components {
+        ingress,
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
         proxy: !args.disable_proxy,
@@ -427,6 +424,14 @@ async fn run_server(
             }
         });
     }
+    if let Some(config) = components.ingress {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = ingress::run(client, config, shutdown).await {
+                tracing::error!("ingress controller: {e:#}");
+            }
+        });
+    }
     if let Some(agent) = components.agent {
         let shutdown = shutdown.clone();
         let token_file = data_dir.join("token");
@@ -472,6 +477,16 @@ fn dns_config(args: &DnsArgs, agent: bool) -> Option<dns::Config> {
     }
     Some(config)
 }
+/// The ingress controller on this node: the given ports on every address, the node's address
+/// in the Ingresses' status.
+fn ingress_config(args: &IngressArgs, node_ip: IpAddr) -> ingress::Config {
+    let mut config = ingress::Config::new(vec![node_ip]);
+    let any = |port: u16| (port != 0).then(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    config.http = any(args.ingress_http_port);
+    config.https = any(args.ingress_https_port);
+    config
+}
+
 /// The port of the node agent's HTTPS endpoint (kubelet's).
 const AGENT_PORT: u16 = 10250;
 
@@ -513,88 +528,6 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
     }
 }
 
-fn images(cmd: ImagesCommand) -> ExitCode {
-    block_on("warn", async move {
-        match cmd {
-            ImagesCommand::Import(args) => {
-                let layout =
-                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                // Use the running node's containerd, or start it for the import.
-                let started = if tokio::net::UnixStream::connect(&layout.socket)
-                    .await
-                    .is_ok()
-                {
-                    None
-                } else {
-                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
-                };
-                let mut result = Ok(());
-                for file in &args.files {
-                    let t = std::time::Instant::now();
-                    match kubelet::images::import(&layout.socket, file).await {
-                        Ok(()) => println!(
-                            "imported {} in {:.2}s",
-                            file.display(),
-                            t.elapsed().as_secs_f64()
-                        ),
-                        Err(e) => {
-                            eprintln!("corten: {e:#}");
-                            result = Err(anyhow::anyhow!("some imports failed"));
-                        }
-                    }
-                }
-                if started.is_some() {
-                    let _ = stop_tx.send(true);
-                    let pid = layout.dir.join("containerd.pid");
-                    for _ in 0..300 {
-                        if !pid.exists() {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-                result
-            }
-            ImagesCommand::Ls(args) => {
-                let layout =
-                    kubelet::runtime::containerd::Layout::new(&args.data_dir.join("agent"));
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let started = if tokio::net::UnixStream::connect(&layout.socket)
-                    .await
-                    .is_ok()
-                {
-                    None
-                } else {
-                    Some(kubelet::runtime::containerd::supervise(layout.clone(), stop_rx).await?)
-                };
-                let cri = kubelet::runtime::Cri::connect(layout.socket.clone())?;
-                let list = kubelet::images::list(&cri).await;
-                if started.is_some() {
-                    let _ = stop_tx.send(true);
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                println!("{:<50} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
-                for (tags, id, size) in list? {
-                    let short = id
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(13)
-                        .collect::<String>();
-                    for tag in if tags.is_empty() {
-                        vec!["<none>".to_string()]
-                    } else {
-                        tags
-                    } {
-                        println!("{tag:<50} {short:<20} {:>9.1}MB", size as f64 / 1e6);
-                    }
-                }
-                Ok(())
-            }
-        }
-    })
-}
-
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
@@ -602,6 +535,7 @@ struct Components {
     proxy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
+    ingress: Option<ingress::Config>,
 }
 
 async fn wait_for_signal() {

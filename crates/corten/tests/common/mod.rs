@@ -23,6 +23,10 @@ pub struct Cluster {
     agent: bool,
     /// The node agent's HTTPS port (a free one, so that agents of parallel runs do not meet).
     pub agent_port: u16,
+    /// The ingress controller's HTTP port (free, rather than the node's port 80).
+    pub ingress_http_port: u16,
+    /// The ingress controller's HTTPS port (free, rather than the node's port 443).
+    pub ingress_https_port: u16,
 }
 
 /// A free TCP port on loopback.
@@ -71,6 +75,8 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             agent,
             agent_port: free_port(),
+            ingress_http_port: free_port(),
+            ingress_https_port: free_port(),
         };
         if let Some(more) = images {
             let images = c.dir.path().join("agent/images");
@@ -123,6 +129,8 @@ impl Cluster {
                 "127.0.0.1",
             ])
             .args(["--agent-port", &self.agent_port.to_string()])
+            .args(["--ingress-http-port", &self.ingress_http_port.to_string()])
+            .args(["--ingress-https-port", &self.ingress_https_port.to_string()])
             .args(&self.extra)
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())
