@@ -556,12 +556,21 @@ fn restarting_the_server_keeps_containers_running() {
     apply(
         &c,
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: steady}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: doomed}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: steady}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600'], readinessProbe: {{exec: {{command: ['true']}}, periodSeconds: 1}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: doomed}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
         ),
     );
     wait_for("Running", 60, || {
         running(&c, "steady") && running(&c, "doomed")
     });
+    let ready_since = |c: &Cluster| {
+        jsonpath(
+            c,
+            "steady",
+            "{.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        )
+    };
+    wait_for("steady Ready", 30, || ready_since(&c).starts_with("True "));
+    let since = ready_since(&c);
     let id = jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}");
     c.restart();
     c.wait_node_ready();
@@ -570,6 +579,9 @@ fn restarting_the_server_keeps_containers_running() {
         jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"),
         id
     );
+    // The restarted agent kept the running container's readiness (no flip to False and back,
+    // which would have taken it out of its Services).
+    assert_eq!(ready_since(&c), since);
     assert_eq!(
         jsonpath(&c, "steady", "{.status.containerStatuses[0].restartCount}"),
         "0"

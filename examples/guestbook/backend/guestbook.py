@@ -14,7 +14,9 @@ REDIS_PORT (a ConfigMap), REDIS_PASSWORD (a Secret), PORT (default 8080).
 
 Only the standard library: http.server and a minimal RESP (Redis protocol) client, one
 connection per request, so a Redis pod that moves is found again by name at once. On SIGTERM
-the server stops accepting, finishes the requests in flight and exits.
+the server stops accepting, finishes the requests in flight, closes the kept-alive connections
+that wait for a next request (a proxy's pool would otherwise hold it up until SIGKILL) and
+exits.
 """
 import json
 import os
@@ -93,6 +95,28 @@ class Redis:
 class Handler(BaseHTTPRequestHandler):
     server_version = "guestbook-backend/" + VERSION
     protocol_version = "HTTP/1.1"
+
+    def handle(self):
+        """Serves requests on the connection until the client closes it or the server stops;
+        while it waits for a request, the connection is in server.idle for stop() to close."""
+        self.close_connection = True
+        while True:
+            with self.server.lock:
+                if self.server.stopping:
+                    return
+                self.server.idle.add(self.connection)
+            try:
+                self.handle_one_request()
+            finally:
+                with self.server.lock:
+                    self.server.idle.discard(self.connection)
+            if self.close_connection:
+                return
+
+    def parse_request(self):
+        with self.server.lock:  # a request arrived: no longer idle
+            self.server.idle.discard(self.connection)
+        return super().parse_request()
 
     def log_message(self, fmt, *args):
         sys.stdout.write("%s %s\n" % (self.address_string(), fmt % args))
@@ -173,13 +197,32 @@ class Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for the requests in flight
     block_on_close = True
 
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.idle = set()  # connections waiting for their next request
+
+    def stop(self):
+        """Stops accepting, then closes the idle connections (busy ones close after their
+        response)."""
+        self.shutdown()
+        with self.lock:
+            self.stopping = True
+            idle = list(self.idle)
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 def main():
     server = Server(("", PORT), Handler)
 
     def stop(signum, _frame):
         print("signal %d: finishing the requests in flight" % signum, flush=True)
-        threading.Thread(target=server.shutdown).start()
+        threading.Thread(target=server.stop).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

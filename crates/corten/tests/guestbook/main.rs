@@ -1,7 +1,8 @@
 //! The guestbook (examples/guestbook) end to end, as a user runs it: `corten server` with its
 //! node agent on a real containerd, the images from `scripts/images.sh`, the manifests applied
-//! with kubectl, and HTTP from the host to the gateway's LoadBalancer address. Then the
-//! failures the seed talks about, each under a steady loop of writes and reads: a backend pod
+//! with kubectl, and HTTP from the host to the gateway's LoadBalancer address and to the
+//! Ingress (the built-in ingress controller on the node's address). Then the failures the seed
+//! talks about, each under a steady loop of writes and reads through both: a backend pod
 //! deleted, the database pod deleted, a rolling update to v2, the whole server restarted, the
 //! frontend scaled up and down. Acknowledged writes must never be lost, and the backend's
 //! pod deletion and rollout must not fail a single request.
@@ -73,12 +74,20 @@ fn diagnose(c: &Cluster) -> String {
     ]);
     let gateway = String::from_utf8_lossy(&gateway.stdout);
     let errors: Vec<&str> = gateway.lines().filter(|l| l.contains("[error]")).collect();
+    let slices = c.try_kubectl(&["-n", NS, "get", "endpointslices", "-o", "wide"]);
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "ip", "corten-proxy"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let log = c.log();
-    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    let tail: Vec<&str> = log.lines().rev().take(80).collect();
     format!(
-        "pods:\n{}\nevents:\n{}\ngateway errors:\n{}\nserver log (end):\n{}",
+        "pods:\n{}\nevents:\n{}\nendpoint slices:\n{}\ngateway errors:\n{}\n\
+         proxy table:\n{table}\nserver log (end):\n{}",
         String::from_utf8_lossy(&pods.stdout),
         String::from_utf8_lossy(&events.stdout),
+        String::from_utf8_lossy(&slices.stdout),
         errors.join("\n"),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
@@ -137,11 +146,11 @@ fn assert_no_lost_writes(addr: SocketAddr, acked: &[i64]) -> Vec<(i64, String)> 
 
 /// Deletes one ready backend pod (`kubectl delete pod NAME FLAGS`) under a [`Traffic`] loop
 /// and waits for the Deployment's replacement; returns what the loop saw.
-fn lose_backend_pod(c: &Cluster, lb: SocketAddr, name: &str, flags: &[&str]) -> Stats {
+fn lose_backend_pod(c: &Cluster, addrs: &[SocketAddr], name: &str, flags: &[&str]) -> Stats {
     let before = ready_pods(c, "backend");
     assert_eq!(before.len(), 2, "{before:?}");
     let victim = before.iter().next().expect("a backend pod").clone();
-    let traffic = Traffic::start(lb, name, 2);
+    let traffic = Traffic::start(addrs, name, 4);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     eprintln!("{} deleting {victim} {flags:?}", jiff::Timestamp::now());
@@ -227,7 +236,7 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
         http(lb, "GET", "/apiary", None).expect("GET /apiary").code,
         404
     );
-    let first: Vec<i64> = ["hello", "from", "corten"]
+    let mut first: Vec<i64> = ["hello", "from", "corten"]
         .iter()
         .map(|t| post(lb, t).expect("post"))
         .collect();
@@ -245,9 +254,58 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
         Some("v1")
     );
 
+    // The Ingress: the same routes through the ingress controller, on the node's address.
+    let ing: SocketAddr = format!("{ip}:{}", c.ingress_http_port)
+        .parse()
+        .expect("address");
+    wait_for("the guestbook through the Ingress", 60, || {
+        http(ing, "GET", "/api/entries", None).is_ok_and(|r| r.code == 200)
+    });
+    let page = http(ing, "GET", "/", None).expect("GET / through the Ingress");
+    assert!(
+        page.code == 200 && page.body.contains("<title>Guestbook</title>"),
+        "{} {}",
+        page.code,
+        page.body
+    );
+    assert_eq!(
+        http(ing, "GET", "/apiary", None).expect("GET /apiary").code,
+        404,
+        "/api is a path prefix: /apiary is the frontend's"
+    );
+    let via_ingress = post(ing, "through the ingress").expect("post through the Ingress");
+    assert!(
+        entries(lb)
+            .expect("entries")
+            .contains(&(via_ingress, "through the ingress".into())),
+        "an entry posted through the Ingress is not read back through the load balancer"
+    );
+    let via_lb = post(lb, "through the load balancer").expect("post");
+    assert_eq!(
+        entries(ing).expect("entries"),
+        entries(lb).expect("entries")
+    );
+    assert!(
+        entries(ing)
+            .expect("entries")
+            .iter()
+            .any(|(id, _)| *id == via_lb)
+    );
+    first.extend([via_ingress, via_lb]);
+    wait_for("the Ingress's address", 30, || {
+        jsonpath(
+            &c,
+            &["get", "ingress", "guestbook"],
+            "{.status.loadBalancer.ingress[*].ip}",
+        )
+        .split_whitespace()
+        .any(|a| a == ip)
+    });
+    let both = [lb, ing];
+
     // A backend pod is deleted under load: no request fails, no write is lost, and the
     // Deployment replaces it.
-    let stats = lose_backend_pod(&c, lb, "delete", &[]);
+    let stats = lose_backend_pod(&c, &both, "delete", &[]);
     assert!(
         stats.failures.is_empty(),
         "requests failed while a backend pod went: {:?}\n{}",
@@ -260,7 +318,7 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
 
     // A backend pod is killed outright (force deletion, no grace): the requests it was
     // serving may fail, but a write that was acknowledged is never lost.
-    let stats = lose_backend_pod(&c, lb, "kill", &["--grace-period=0", "--force"]);
+    let stats = lose_backend_pod(&c, &both, "kill", &["--grace-period=0", "--force"]);
     acked.extend(&stats.acked);
     assert_no_lost_writes(lb, &acked);
 
@@ -317,7 +375,7 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     acked.push(post(lb, "after the database came back").expect("post"));
 
     // A rolling update to v2 under load: zero failed requests, no lost writes, and v2 answers.
-    let traffic = Traffic::start(lb, "rollout", 2);
+    let traffic = Traffic::start(&both, "rollout", 4);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     ns_kubectl(
@@ -372,6 +430,9 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
     wait_for("the guestbook after the restart", 60, || {
         entries(lb).is_ok_and(|e| e == stored)
     });
+    wait_for("the Ingress after the restart", 60, || {
+        entries(ing).is_ok_and(|e| e == stored)
+    });
     eprintln!(
         "server restarted, guestbook answering in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -386,8 +447,17 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
         ready_pods(&c, "frontend").len() == 5
     });
     for _ in 0..10 {
-        let page = http(lb, "GET", "/", None).expect("GET /");
-        assert_eq!(page.code, 200, "{}", page.body);
+        for addr in both {
+            match http(addr, "GET", "/", None) {
+                Ok(page) if page.code == 200 => {}
+                Ok(page) => panic!("GET / through {addr}: {} {}", page.code, page.body),
+                Err(e) => panic!(
+                    "{} GET / through {addr}: {e}\n{}",
+                    jiff::Timestamp::now(),
+                    diagnose(&c)
+                ),
+            }
+        }
     }
     ns_kubectl(&c, &["scale", "deployment/frontend", "--replicas=2"]);
     wait_for("two frontend pods", 90, || {
@@ -408,6 +478,8 @@ fn guestbook_survives_pod_loss_rollout_and_restart() {
         ),
         "2"
     );
-    assert_eq!(http(lb, "GET", "/", None).expect("GET /").code, 200);
+    for addr in both {
+        assert_eq!(http(addr, "GET", "/", None).expect("GET /").code, 200);
+    }
     eprintln!("guestbook test took {:.1}s", t0.elapsed().as_secs_f64());
 }

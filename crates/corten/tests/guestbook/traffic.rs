@@ -115,8 +115,9 @@ pub struct Stats {
     pub versions: BTreeMap<String, usize>,
 }
 
-/// Writer/reader threads against the gateway: each posts an entry, then reads the latest
-/// entries back and checks that its write is there, over and over until stopped.
+/// Writer/reader threads against the guestbook: each posts an entry, then reads the latest
+/// entries back through the same address and checks that its write is there, over and over
+/// until stopped.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
@@ -125,13 +126,16 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Starts `threads` loops against `addr`; entries are named `NAME-THREAD-N`.
-    pub fn start(addr: SocketAddr, name: &str, threads: usize) -> Self {
+    /// Starts `threads` loops, spread over `addrs` in turn; entries are named
+    /// `NAME-THREAD-N`.
+    pub fn start(addrs: &[SocketAddr], name: &str, threads: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(Stats::default()));
         let threads = (0..threads)
             .map(|t| {
                 let (stop, stats, name) = (stop.clone(), stats.clone(), name.to_string());
+                let addr = addrs[t % addrs.len()];
+                let (post, get) = (format!("POST {addr}"), format!("GET {addr}"));
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
@@ -139,17 +143,17 @@ impl Traffic {
                         let text = format!("{name}-{t}-{n}");
                         let r = http(addr, "POST", "/api/entries", Some(&json!({ "text": text })));
                         let id =
-                            record(&stats, "POST", &r, 201).and_then(|b| b["entry"]["id"].as_i64());
+                            record(&stats, &post, &r, 201).and_then(|b| b["entry"]["id"].as_i64());
                         if let Some(id) = id {
                             stats.lock().unwrap().acked.push(id);
                             let r = http(addr, "GET", "/api/entries?limit=50", None);
-                            if let Some(b) = record(&stats, "GET", &r, 200) {
+                            if let Some(b) = record(&stats, &get, &r, 200) {
                                 let seen = b["entries"]
                                     .as_array()
                                     .is_some_and(|es| es.iter().any(|e| e["id"] == id));
                                 if !seen {
                                     stats.lock().unwrap().failures.push(format!(
-                                        "{} GET after POST: entry {id} missing in {}",
+                                        "{} {get} after POST: entry {id} missing in {}",
                                         jiff::Timestamp::now(),
                                         b["entries"]
                                     ));

@@ -264,9 +264,8 @@ impl Worker {
                         .into_iter();
                     let current = all.next();
                     let previous = all.next();
-                    // Only this container's own verdicts count; until there is one, a
-                    // readiness or startup probe means "not yet" (as upstream's initial
-                    // readiness result is a failure), never "ready".
+                    // Only this container's own verdicts count; before the first, see
+                    // probes::initial (a probe means "not yet", never "ready").
                     let probes = self
                         .probes
                         .get(&c.name)
@@ -275,12 +274,10 @@ impl Worker {
                     let running = current
                         .as_ref()
                         .is_some_and(|s| is(s, cri::ContainerState::ContainerRunning));
-                    let (ready, started) = match &probes {
-                        Some(p) => (p.ready, p.started),
-                        None => (
-                            c.readiness_probe.is_none() && c.startup_probe.is_none(),
-                            c.startup_probe.is_none(),
-                        ),
+                    let (ready, started) = match (&probes, &current) {
+                        (Some(p), _) => (p.ready, p.started),
+                        (None, Some(s)) => probes::initial(pod, c, &s.id),
+                        (None, None) => (false, false),
                     };
                     let waiting = self.waiting.get(&c.name).cloned().filter(|_| !running);
                     ContainerView {
