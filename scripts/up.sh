@@ -76,8 +76,17 @@ The guestbook is running (namespace guestbook):
     kubectl -n guestbook set image deployment/backend backend=localhost/guestbook-backend:v2
 "
   if kubectl get ingressclass corten >/dev/null 2>&1; then
-    guestbook+="    http://$node_ip/             the same through the Ingress (ingress controller on port 80)
+    echo -n "==> waiting for the guestbook's Ingress on http://$node_ip/"
+    for _ in $(seq 1 60); do
+      if curl -fsS -o /dev/null --max-time 2 "http://$node_ip/api/entries"; then echo " ok"; break; fi
+      echo -n "."; sleep 0.5
+    done
+    if curl -fsS -o /dev/null --max-time 2 "http://$node_ip/api/entries"; then
+      guestbook+="    http://$node_ip/             the same through the Ingress (ingress controller on port 80)
 "
+    else
+      echo " no answer (is port 80 taken? see $data/corten.log)"
+    fi
   fi
 fi
 cat <<MSG
