@@ -3,11 +3,12 @@
 # Extra package names given as arguments are installed too (scripts/bench.sh adds etcd-server).
 set -euo pipefail
 # protoc + well-known protos: the CRI and etcd clients; containerd, runc, the CNI plugins and
-# iptables (bridge masquerade): the node agent; busybox-static, nginx-light, gcc: scripts/images.sh;
-# etcd-server and etcd-client (etcdctl): the etcd datastore tests.
+# iptables (bridge masquerade): the node agent; busybox-static, nginx-light, gcc, redis-server,
+# python3.11: scripts/images.sh (the test images and the guestbook's); etcd-server and
+# etcd-client (etcdctl): the etcd datastore tests.
 packages=(curl jq ca-certificates protobuf-compiler libprotobuf-dev
   containerd runc containernetworking-plugins iptables nftables iproute2
-  busybox-static nginx-light gcc libc6-dev etcd-server etcd-client "$@")
+  busybox-static nginx-light gcc libc6-dev redis-server python3.11 etcd-server etcd-client "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

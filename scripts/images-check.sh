@@ -4,7 +4,9 @@
 # image), imports every tarball with `ctr -n k8s.io images import`, and runs each image with
 # runc: pause (stops with 0 on SIGTERM, reaps zombies as PID 1 of a shared PID namespace),
 # busybox (applets, users), nginx (`nginx -t`, serves the welcome page in its own network
-# namespace, workers as www-data, busybox sh/wget/tar inside, stops on SIGQUIT).
+# namespace, workers as www-data, busybox sh/wget/tar inside, stops on SIGQUIT), redis (serves
+# PING and SET/GET with a password, appends to its AOF) and the guestbook backend (python runs
+# as uid 10001, serves /healthz, reports its version).
 # Everything it created (containers, mounts, processes, the temporary directory) is removed on
 # exit. Usage: scripts/images-check.sh [IMAGES_DIR]   (default target/images). Run as root.
 set -euo pipefail
@@ -83,8 +85,10 @@ ctr version >/dev/null || { cat "$tmp/containerd.log" >&2; echo "containerd did 
 
 echo "==> importing"
 declare -A want=([pause.tar]=registry.k8s.io/pause:3.10 [busybox.tar]=docker.io/library/busybox:1.35
-                 [nginx.tar]=docker.io/library/nginx:1.22)
-for f in pause.tar busybox.tar nginx.tar; do
+                 [nginx.tar]=docker.io/library/nginx:1.22 [redis.tar]=docker.io/library/redis:7.0
+                 [guestbook-backend-v1.tar]=localhost/guestbook-backend:v1
+                 [guestbook-backend-v2.tar]=localhost/guestbook-backend:v2)
+for f in "${!want[@]}"; do
   ctr images import "$images/$f" | sed 's/^/  /'
 done
 ctr images ls | awk 'NR > 1 {print "  " $1, $4 $5, $6}'
@@ -174,6 +178,46 @@ ctr task ls | awk '$1 == "chk-nginx" && $3 == "STOPPED" {f=1} END {exit !f}' \
   && pass "SIGQUIT stops it" || fail "nginx still running after SIGQUIT"
 grep -q '"GET / HTTP/1.1" 200' "$tmp/nginx.log" && pass "access log goes to the container's stdout" \
   || fail "no access log line on stdout"
+
+echo "==> redis"
+out=$(run_rm chk-redis docker.io/library/redis:7.0 chk-redis sh -c '
+  redis-server --port 6390 --requirepass pw --appendonly yes --appendfsync always --dir /tmp --daemonize yes >/dev/null
+  for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -p 6390 -a pw --no-auth-warning ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
+  redis-cli -p 6390 ping 2>&1 | head -1
+  redis-cli -p 6390 -a pw --no-auth-warning set k v >/dev/null
+  redis-cli -p 6390 -a pw --no-auth-warning get k
+  ls /tmp/appendonlydir | grep -c aof' 2>&1)
+echo "$out" | sed 's/^/  | /'
+echo "$out" | head -1 | grep -q NOAUTH && pass "redis-server needs the password" || fail "redis without password: $(echo "$out" | head -1)"
+[ "$(echo "$out" | sed -n 2p)" = v ] && pass "SET/GET with the password" || fail "redis SET/GET"
+[ "$(echo "$out" | sed -n 3p)" -ge 1 ] && pass "the AOF is written" || fail "no AOF files"
+
+echo "==> guestbook backend"
+# The image's own command (python3 /app/guestbook.py), without Redis: /healthz answers, the API
+# says 503 with the version header, SIGTERM stops it.
+for v in v1 v2; do
+  id=chk-backend-$v; ids+=("$id")
+  ctr run -d --runc-root "$tmp/runc" "localhost/guestbook-backend:$v" "$id" >/dev/null
+  n=0 out=
+  for _ in $(seq 1 50); do
+    n=$((n + 1))
+    out=$(ctr task exec --exec-id "h$n" "$id" wget -qO- http://127.0.0.1:8080/healthz 2>/dev/null </dev/null) && break
+    sleep 0.1
+  done
+  [ "$out" = ok ] && pass "$v serves /healthz" || fail "$v /healthz: $out"
+  out=$(ctr task exec --exec-id ps "$id" ps -o user,comm </dev/null)
+  echo "$out" | grep -qE '^(guestboo?k?|10001) +python3' && pass "$v runs python3 as uid 10001" || fail "$v user: $out"
+  out=$(ctr task exec --exec-id api "$id" sh -c \
+    'printf "GET /api/entries HTTP/1.0\r\n\r\n" | nc 127.0.0.1 8080' 2>&1 </dev/null || true)
+  echo "$out" | grep -q '503' && echo "$out" | grep -qi "x-guestbook-version: $v" \
+    && pass "$v reports its version (503 without Redis)" || fail "$v API: $out"
+  ctr task kill -s SIGTERM "$id"
+  for _ in $(seq 1 50); do
+    ctr task ls | awk -v id="$id" '$1 == id && $3 == "STOPPED" {f=1} END {exit !f}' && break; sleep 0.1
+  done
+  ctr task ls | awk -v id="$id" '$1 == id && $3 == "STOPPED" {f=1} END {exit !f}' \
+    && pass "$v stops on SIGTERM" || fail "$v still running after SIGTERM"
+done
 
 echo
 if [ "$failures" -eq 0 ]; then echo "images-check: all checks passed"; else echo "images-check: $failures check(s) failed"; exit 1; fi

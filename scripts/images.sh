@@ -6,6 +6,12 @@
 #   pause.tar    registry.k8s.io/pause:3.10      /pause, built from images/pause/pause.c
 #   busybox.tar  docker.io/library/busybox:1.35  busybox-static with a link for every applet
 #   nginx.tar    docker.io/library/nginx:1.22    Debian's nginx-light + its libraries + busybox
+#   redis.tar    docker.io/library/redis:7.0     Debian's redis-server + redis-cli + busybox
+#   guestbook-backend-v1.tar, guestbook-backend-v2.tar
+#                localhost/guestbook-backend:v1, :v2
+#                the guestbook's backend (examples/guestbook/backend/guestbook.py) on Debian's
+#                python3.11 (stdlib pruned, precompiled) + busybox; v2 differs only in
+#                GUESTBOOK_VERSION, which it reports in every response
 #
 # Usage: scripts/images.sh [OUT_DIR]   (default target/images; FORCE=1 rebuilds every image)
 # An image whose tarball is newer than all of its inputs is skipped. Each image is one
@@ -20,10 +26,14 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 need=()
-for p in busybox-static nginx-light gcc libc6-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in busybox-static nginx-light gcc libc6-dev redis-server python3.11; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 [ ${#need[@]} -eq 0 ] || "$root/scripts/deps.sh" "${need[@]}"
 busybox=/bin/busybox
 nginx=/usr/sbin/nginx
+redis=$(readlink -f /usr/bin/redis-server)  # a link to redis-check-rdb, which is redis itself
+python=/usr/bin/python3.11
+pylib=/usr/lib/python3.11
+backend_src=$root/examples/guestbook/backend/guestbook.py
 if ldd "$busybox" >/dev/null 2>&1; then
   echo "$busybox is not static: the busybox-static package is needed, not busybox" >&2; exit 1
 fi
@@ -32,8 +42,22 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 path_env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 common=("$root/scripts/images.sh" "$root/scripts/oci-image.py")
-# The shared libraries nginx loads, the dynamic loader included, as absolute paths.
-mapfile -t nginx_libs < <(ldd "$nginx" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+# libs_of FILE...: the shared libraries the files load, the dynamic loader included, as
+# absolute paths (ldd's "FILE:" headers skipped).
+libs_of() { ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 ~ /^\(/ {print $1}' | sort -u; }
+mapfile -t nginx_libs < <(libs_of "$nginx")
+mapfile -t redis_libs < <(libs_of "$redis" /usr/bin/redis-cli)
+# Python's standard library without what a server never imports (tests, GUI, build files,
+# packaging), and the extension modules that are left with the libraries they load.
+py_prune=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data distutils venv unittest
+  site-packages dist-packages 'config-3.11*' 'lib-dynload/_test*' 'lib-dynload/_ctypes_test*'
+  'lib-dynload/xx*' 'lib-dynload/_curses*' 'lib-dynload/readline*' 'lib-dynload/_dbm*'
+  'lib-dynload/nis*' 'lib-dynload/ossaudiodev*' 'lib-dynload/_sqlite3*' 'lib-dynload/_tkinter*')
+py_excludes=(--exclude=__pycache__)
+for x in "${py_prune[@]}"; do py_excludes+=("--exclude=python3.11/$x"); done
+mapfile -t py_modules < <(tar -C /usr/lib "${py_excludes[@]}" -cf - python3.11/lib-dynload |
+  tar -tf - | grep '\.so$' | sed 's|^|/usr/lib/|')
+mapfile -t python_libs < <(libs_of "$python" "${py_modules[@]}")
 
 # fresh TARBALL INPUT...: the tarball exists and is newer than every input.
 fresh() {
@@ -66,13 +90,13 @@ image() {
   local inputs=("${common[@]}")
   while [ "$1" != -- ]; do inputs+=("$1"); shift; done; shift
   if fresh "$out/$file" "${inputs[@]}"; then
-    printf '==> %-12s %-32s up to date (%s)\n' "$file" "$name" "$(du -h "$out/$file" | cut -f1)"
+    printf '==> %-24s %-34s up to date (%s)\n' "$file" "$name" "$(du -h "$out/$file" | cut -f1)"
     return
   fi
   local t0=${EPOCHREALTIME/./} ms
   "$@"
   ms=$(( (${EPOCHREALTIME/./} - t0) / 1000 ))
-  printf '==> %-12s %-32s built %s in %d.%02ds\n' "$file" "$name" \
+  printf '==> %-24s %-34s built %s in %d.%02ds\n' "$file" "$name" \
     "$(du -h "$out/$file" | cut -f1)" $((ms / 1000)) $((ms % 1000 / 10))
 }
 
@@ -146,8 +170,53 @@ make_nginx() {
     --expose 80/tcp --stop-signal SIGQUIT
 }
 
+make_redis() {
+  local d=$tmp/redis lib
+  busybox_rootfs "$d"
+  install -D -m 0755 "$redis" "$d/usr/bin/redis-server"
+  install -D -m 0755 /usr/bin/redis-cli "$d/usr/bin/redis-cli"
+  for lib in "${redis_libs[@]}"; do install -D -m 0755 "$(readlink -f "$lib")" "$d$lib"; done
+  mkdir -p "$d/data"
+  build redis.tar docker.io/library/redis:7.0 "$d" \
+    --env "$path_env" --cmd '["redis-server"]' --workdir /data --expose 6379/tcp
+}
+
+# The backend's root filesystem, made once for both tags: busybox, python3.11 with its pruned
+# standard library compiled ahead of time (unchecked-hash .pyc files: valid whatever the
+# files' mtimes, and the container's user could not write them), the app in /app.
+backend_rootfs() {
+  local d=$tmp/backend lib
+  [ ! -d "$d" ] || return 0
+  busybox_rootfs "$d"
+  install -D -m 0755 "$python" "$d/usr/bin/python3.11"
+  ln -s python3.11 "$d/usr/bin/python3"
+  mkdir -p "$d/usr/lib"
+  tar -C /usr/lib "${py_excludes[@]}" -cf - python3.11 | tar -C "$d/usr/lib" -xf -
+  for lib in "${python_libs[@]}"; do install -D -m 0755 "$(readlink -f "$lib")" "$d$lib"; done
+  PYTHONHASHSEED=0 "$python" -m compileall -q -j0 --invalidation-mode unchecked-hash \
+    -s "$d" -p / "$d/usr/lib/python3.11" >/dev/null
+  install -D -m 0644 "$backend_src" "$d/app/guestbook.py"
+  printf '%s\n' 'guestbook:x:10001:10001:guestbook:/app:/bin/false' >>"$d/etc/passwd"
+  printf '%s\n' 'guestbook:x:10001:' >>"$d/etc/group"
+}
+
+make_backend() {
+  local version=$1
+  backend_rootfs
+  build "guestbook-backend-$version.tar" "localhost/guestbook-backend:$version" "$tmp/backend" \
+    --env "$path_env" --env "GUESTBOOK_VERSION=$version" --env PYTHONDONTWRITEBYTECODE=1 \
+    --entrypoint '["python3", "/app/guestbook.py"]' --workdir /app --user 10001:10001 \
+    --expose 8080/tcp
+}
+
 image pause.tar registry.k8s.io/pause:3.10 "$root/images/pause/pause.c" -- make_pause
 image busybox.tar docker.io/library/busybox:1.35 "$busybox" -- make_busybox
 image nginx.tar docker.io/library/nginx:1.22 "$busybox" "$nginx" "${nginx_libs[@]}" \
   "$root"/images/nginx/* /etc/nginx/mime.types -- make_nginx
+image redis.tar docker.io/library/redis:7.0 "$busybox" "$redis" /usr/bin/redis-cli \
+  "${redis_libs[@]}" -- make_redis
+for v in v1 v2; do
+  image "guestbook-backend-$v.tar" "localhost/guestbook-backend:$v" "$busybox" "$python" "$pylib" \
+    "${python_libs[@]}" "$backend_src" -- make_backend "$v"
+done
 echo "==> images in $out"

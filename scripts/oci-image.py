@@ -9,7 +9,7 @@ Everything is deterministic: same layer and options, same bytes.
 
     oci-image.py --layer layer.tar --name docker.io/library/busybox:1.35 --out busybox.tar \
         --cmd '["sh"]' --env PATH=/usr/bin:/bin [--entrypoint JSON] [--workdir /] \
-        [--expose 80/tcp] [--stop-signal SIGQUIT]
+        [--expose 80/tcp] [--stop-signal SIGQUIT] [--user 10001:10001]
 """
 import argparse
 import hashlib
@@ -62,6 +62,7 @@ def main():
     p.add_argument("--workdir", default="/")
     p.add_argument("--expose", action="append", default=[], help="PORT/PROTO (repeatable)")
     p.add_argument("--stop-signal")
+    p.add_argument("--user", help="USER[:GROUP] the container runs as")
     a = p.parse_args()
 
     layer_digest = sha256_file(a.layer)  # uncompressed: the diff_id is the blob digest
@@ -76,6 +77,8 @@ def main():
         cfg["ExposedPorts"] = {port: {} for port in a.expose}
     if a.stop_signal:
         cfg["StopSignal"] = a.stop_signal
+    if a.user:
+        cfg["User"] = a.user
     config = dumps({
         "architecture": "amd64",
         "os": "linux",

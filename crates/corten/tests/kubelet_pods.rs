@@ -303,6 +303,19 @@ spec:
 #[test]
 fn probes_flip_readiness_and_restart_on_liveness_failure() {
     let c = Cluster::start_with_agent(&[]);
+    // Every readiness the pod's status shows, in order: a watch sees a transient "true" that
+    // polling could miss (endpoints would have sent traffic to it).
+    let mut watch = c
+        .kubectl_cmd(&[
+            "get",
+            "pods",
+            "--watch",
+            "-o",
+            "jsonpath={.metadata.name} {.status.containerStatuses[0].ready}{\"\\n\"}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl get --watch");
     apply(
         &c,
         &format!(
@@ -335,6 +348,25 @@ spec:
     wait_for("ready=true", 30, || ready(&c) == "true");
     wait_for("ready=false again", 30, || ready(&c) == "false");
     assert_eq!(jsonpath(&c, "ready", "{.status.phase}"), "Running");
+    let _ = watch.kill();
+    let mut seen = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().expect("stdout"), &mut seen)
+        .expect("watch output");
+    let _ = watch.wait();
+    let mut flips: Vec<&str> = Vec::new();
+    for line in seen.lines() {
+        if let Some(("ready", v)) = line.split_once(' ')
+            && !v.is_empty()
+            && flips.last() != Some(&v)
+        {
+            flips.push(v);
+        }
+    }
+    assert_eq!(
+        flips,
+        ["false", "true", "false"],
+        "readiness must wait for the first successful probe:\n{seen}"
+    );
     wait_for("a liveness restart", 60, || {
         jsonpath(&c, "live", "{.status.containerStatuses[0].restartCount}")
             .parse::<i32>()
@@ -524,12 +556,21 @@ fn restarting_the_server_keeps_containers_running() {
     apply(
         &c,
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: steady}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: doomed}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: steady}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600'], readinessProbe: {{exec: {{command: ['true']}}, periodSeconds: 1}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: doomed}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
         ),
     );
     wait_for("Running", 60, || {
         running(&c, "steady") && running(&c, "doomed")
     });
+    let ready_since = |c: &Cluster| {
+        jsonpath(
+            c,
+            "steady",
+            "{.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        )
+    };
+    wait_for("steady Ready", 30, || ready_since(&c).starts_with("True "));
+    let since = ready_since(&c);
     let id = jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}");
     c.restart();
     c.wait_node_ready();
@@ -538,6 +579,9 @@ fn restarting_the_server_keeps_containers_running() {
         jsonpath(&c, "steady", "{.status.containerStatuses[0].containerID}"),
         id
     );
+    // The restarted agent kept the running container's readiness (no flip to False and back,
+    // which would have taken it out of its Services).
+    assert_eq!(ready_since(&c), since);
     assert_eq!(
         jsonpath(&c, "steady", "{.status.containerStatuses[0].restartCount}"),
         "0"

@@ -50,18 +50,27 @@ impl Cluster {
     pub fn start_with(extra: &[&str]) -> Self {
         let mut flags = vec!["--disable-agent"];
         flags.extend_from_slice(extra);
-        Self::launch(&flags, false)
+        Self::launch(&flags, None)
     }
 
     /// Starts a server with its node agent (real containerd; the test images imported) and
     /// waits until the node is Ready. Dropping it kills every pod container it started.
     pub fn start_with_agent(extra: &[&str]) -> Self {
-        let c = Self::launch(extra, true);
+        Self::start_with_agent_images(extra, &[])
+    }
+
+    /// Like [`Cluster::start_with_agent`], with more of `scripts/images.sh`'s tarballs (by file
+    /// name without `.tar`, e.g. `redis`) imported by the agent at start.
+    pub fn start_with_agent_images(extra: &[&str], images: &[&str]) -> Self {
+        let c = Self::launch(extra, Some(images));
         c.wait_node_ready();
         c
     }
 
-    fn launch(extra: &[&str], agent: bool) -> Self {
+    /// Starts the server; with `images` (the test images beyond pause, busybox and nginx) it
+    /// runs its node agent.
+    fn launch(extra: &[&str], images: Option<&[&str]>) -> Self {
+        let agent = images.is_some();
         let mut c = Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
@@ -72,10 +81,10 @@ impl Cluster {
             ingress_http_port: free_port(),
             ingress_https_port: free_port(),
         };
-        if agent {
+        if let Some(more) = images {
             let images = c.dir.path().join("agent/images");
             std::fs::create_dir_all(&images).expect("images dir");
-            for name in ["pause", "busybox", "nginx"] {
+            for name in ["pause", "busybox", "nginx"].iter().chain(more) {
                 let src = test_images_dir().join(format!("{name}.tar"));
                 assert!(
                     src.exists(),

@@ -64,11 +64,12 @@ pub struct ProbeTarget {
     pub wake: Arc<Notify>,
 }
 
-/// Starts the probes of a container that just started running.
+/// Starts the probes of a running container (just started, or adopted by a restarted agent).
 pub fn start(t: ProbeTarget) -> ProbeHandle {
+    let (ready, started) = initial(&t.pod, &t.container, &t.container_id);
     let initial = ProbeState {
-        started: t.container.startup_probe.is_none(),
-        ready: t.container.startup_probe.is_none() && t.container.readiness_probe.is_none(),
+        started,
+        ready,
         failed: None,
     };
     let state = Arc::new(Mutex::new(initial));
@@ -79,6 +80,32 @@ pub fn start(t: ProbeTarget) -> ProbeHandle {
         state,
         task,
     }
+}
+
+/// (ready, started) of a container before its probes' first verdicts: without a readiness
+/// (startup) probe it is ready (started) at once; with one, it is not, unless the pod's status
+/// already says so for this very container, which a restarted agent keeps rather than
+/// taking every running pod out of its Services until the probes run again.
+pub fn initial(pod: &Pod, c: &Container, container_id: &str) -> (bool, bool) {
+    let before = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|s| {
+            s.name == c.name
+                && s.container_id
+                    .as_deref()
+                    .is_some_and(|id| id.rsplit("://").next() == Some(container_id))
+        });
+    let was_ready = before.is_some_and(|s| s.ready);
+    let was_started = before.is_some_and(|s| s.started == Some(true));
+    let started = c.startup_probe.is_none() || was_started;
+    (
+        (started && c.readiness_probe.is_none()) || was_ready,
+        started,
+    )
 }
 
 fn update(state: &Mutex<ProbeState>, wake: &Notify, f: impl FnOnce(&mut ProbeState)) {
@@ -93,7 +120,8 @@ fn update(state: &Mutex<ProbeState>, wake: &Notify, f: impl FnOnce(&mut ProbeSta
 
 async fn run(t: ProbeTarget, state: Arc<Mutex<ProbeState>>) {
     let t = Arc::new(t);
-    if let Some(p) = t.container.startup_probe.clone() {
+    let started = state.lock().map(|s| s.started).unwrap_or(false);
+    if let Some(p) = t.container.startup_probe.clone().filter(|_| !started) {
         match run_until_verdict(&t, &p, "Startup").await {
             true => update(&state, &t.wake, |s| {
                 s.started = true;
@@ -383,5 +411,63 @@ async fn grpc_check(ip: &str, port: i32, service: String, timeout: Duration) -> 
             "timeout: health rpc did not complete within {}s",
             timeout.as_secs()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, ExecAction, PodStatus};
+
+    fn container(readiness: bool, startup: bool) -> Container {
+        let probe = || Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["true".into()]),
+            }),
+            ..Default::default()
+        };
+        Container {
+            name: "c".into(),
+            readiness_probe: readiness.then(probe),
+            startup_probe: startup.then(probe),
+            ..Default::default()
+        }
+    }
+
+    fn pod_with(id: &str, ready: bool) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "c".into(),
+                    container_id: Some(format!("containerd://{id}")),
+                    ready,
+                    started: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_probe_means_not_ready_until_its_verdict() {
+        let fresh = Pod::default();
+        assert_eq!(initial(&fresh, &container(false, false), "a"), (true, true));
+        assert_eq!(initial(&fresh, &container(true, false), "a"), (false, true));
+        assert_eq!(
+            initial(&fresh, &container(false, true), "a"),
+            (false, false)
+        );
+        assert_eq!(initial(&fresh, &container(true, true), "a"), (false, false));
+    }
+
+    #[test]
+    fn an_adopted_container_keeps_its_reported_readiness() {
+        let c = container(true, true);
+        assert_eq!(initial(&pod_with("a", true), &c, "a"), (true, true));
+        assert_eq!(initial(&pod_with("a", false), &c, "a"), (false, true));
+        // The status is about an earlier container of that name: no verdict carries over.
+        assert_eq!(initial(&pod_with("old", true), &c, "a"), (false, false));
     }
 }

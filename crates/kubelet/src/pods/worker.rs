@@ -240,6 +240,20 @@ impl Worker {
             }
         }
         let by_name = self.containers_by_name().await?;
+        // Containers started in this pass get their probes now, not on the next pass.
+        if init_done {
+            for c in &spec.containers {
+                if let Some(s) = by_name.get(&c.name).and_then(|v| v.first())
+                    && is(s, cri::ContainerState::ContainerRunning)
+                    && self
+                        .probes
+                        .get(&c.name)
+                        .is_none_or(|p| p.container_id != s.id)
+                {
+                    self.check_probes(pod, c, s, &pod_ip).await;
+                }
+            }
+        }
         let views = |list: &[Container]| -> Vec<ContainerView> {
             list.iter()
                 .map(|c| {
@@ -250,16 +264,27 @@ impl Worker {
                         .into_iter();
                     let current = all.next();
                     let previous = all.next();
-                    let probes = self.probes.get(&c.name).map(|p| p.get());
+                    // Only this container's own verdicts count; before the first, see
+                    // probes::initial (a probe means "not yet", never "ready").
+                    let probes = self
+                        .probes
+                        .get(&c.name)
+                        .filter(|p| current.as_ref().is_some_and(|s| s.id == p.container_id))
+                        .map(|p| p.get());
                     let running = current
                         .as_ref()
                         .is_some_and(|s| is(s, cri::ContainerState::ContainerRunning));
+                    let (ready, started) = match (&probes, &current) {
+                        (Some(p), _) => (p.ready, p.started),
+                        (None, Some(s)) => probes::initial(pod, c, &s.id),
+                        (None, None) => (false, false),
+                    };
                     let waiting = self.waiting.get(&c.name).cloned().filter(|_| !running);
                     ContainerView {
                         name: c.name.clone(),
                         image: c.image.clone().unwrap_or_default(),
-                        ready: running && probes.as_ref().is_none_or(|p| p.ready),
-                        started: running && probes.as_ref().is_none_or(|p| p.started),
+                        ready: running && ready,
+                        started: running && started,
                         current,
                         previous,
                         waiting,
