@@ -190,8 +190,16 @@ pub async fn run_joined(
         data_dir: config.data_dir.clone(),
         labels: config.labels.clone(),
     };
-    node::register(&client, &id, &runtime_version).await?;
-    let (net_tx, net_rx) = watch::channel(false);
+    let registered = node::register(&client, &id, &runtime_version).await?;
+    let ipam_dir = agent_dir.join("cni").join("ipam");
+    // A node that has its pod CIDR already (an agent restart) has its network at once, so its
+    // first heartbeat does not report it NotReady (which would take its LoadBalancer
+    // addresses away for a heartbeat period).
+    let known_cidr = registered.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+    if let Some(cidr) = &known_cidr {
+        network::install(&layout.cni_conf_dir, cidr, &config.cluster_cidr, &ipam_dir)?;
+    }
+    let (net_tx, net_rx) = watch::channel(known_cidr.is_some());
     tokio::spawn(node::heartbeat(
         client.clone(),
         id.clone(),
@@ -201,12 +209,14 @@ pub async fn run_joined(
         shutdown.clone(),
     ));
     let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
-    network::install(
-        &layout.cni_conf_dir,
-        &pod_cidr,
-        &config.cluster_cidr,
-        &agent_dir.join("cni").join("ipam"),
-    )?;
+    if known_cidr.as_ref() != Some(&pod_cidr) {
+        network::install(
+            &layout.cni_conf_dir,
+            &pod_cidr,
+            &config.cluster_cidr,
+            &ipam_dir,
+        )?;
+    }
     let _ = net_tx.send(true);
     let routes = tokio::spawn(routes::run(client.clone(), config.node_name.clone()));
     tracing::info!(node = %config.node_name, %pod_cidr, "node agent ready");

@@ -360,7 +360,7 @@ pub async fn heartbeat(
     id: NodeIdentity,
     runtime_version: String,
     mut health: watch::Receiver<RuntimeHealth>,
-    network_ready: watch::Receiver<bool>,
+    mut network_ready: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -390,6 +390,8 @@ pub async fn heartbeat(
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = health.changed() => {}
+            // The network turning ready is reported at once, not a heartbeat later.
+            Ok(()) = network_ready.changed() => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
         }
     }
