@@ -21,6 +21,7 @@
 //! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //!
+//! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
 use std::future::Future;
@@ -35,6 +36,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;

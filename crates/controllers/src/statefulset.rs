@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
@@ -27,9 +27,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, controller_of, controller_ref, is_active, is_ready, owners_of, revision_data,
+    Selector, controller_of, controller_ref, is_active, is_ready, owners_of,
 };
-use crate::deployment::util::pod_template_hash;
+use crate::history::{RevisionLabel, Template, ensure_revision};
 
 /// The pod label naming a pod's revision.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -95,7 +95,13 @@ async fn reconcile(cached: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, ku
     if !selector.is_valid() {
         return Ok(Action::await_change());
     }
-    let revision = ensure_revision(&ctx.client, &set).await?;
+    let template = Template {
+        template: &spec.template,
+        selector: &spec.selector,
+        collision_count: set.status.as_ref().and_then(|s| s.collision_count),
+        history_limit: spec.revision_history_limit,
+    };
+    let revision = ensure_revision(&ctx.client, &set, &template, RevisionLabel::Name).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = set.uid().unwrap_or_default();
     let mut mine: BTreeMap<i32, Pod> = BTreeMap::new();
@@ -310,76 +316,6 @@ async fn delete_claims_on(
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Makes sure a ControllerRevision records the current template; returns its hash.
-async fn ensure_revision(client: &Client, set: &StatefulSet) -> Result<String, kube::Error> {
-    let spec = set.spec.clone().unwrap_or_default();
-    let collisions = set
-        .status
-        .as_ref()
-        .and_then(|s| s.collision_count)
-        .filter(|c| *c > 0);
-    let hash = pod_template_hash(&spec.template, collisions);
-    let name = format!("{}-{hash}", set.name_any());
-    let api: Api<ControllerRevision> =
-        Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
-    if api.get_opt(&name).await?.is_none() {
-        let existing = api.list(&ListParams::default()).await?.items;
-        let uid = set.uid().unwrap_or_default();
-        let number = existing
-            .iter()
-            .filter(|r| controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
-            .map(|r| r.revision)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let mut labels = spec.selector.match_labels.clone().unwrap_or_default();
-        labels.insert(REVISION_LABEL.into(), name.clone());
-        let revision = ControllerRevision {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                owner_references: Some(vec![controller_ref(set)]),
-                ..Default::default()
-            },
-            data: Some(revision_data(&spec.template)),
-            revision: number,
-        };
-        match api.create(&PostParams::default(), &revision).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e),
-        }
-        prune_revisions(&api, set, spec.revision_history_limit.unwrap_or(10), &name).await?;
-    }
-    Ok(hash)
-}
-
-async fn prune_revisions(
-    api: &Api<ControllerRevision>,
-    set: &StatefulSet,
-    keep: i32,
-    current: &str,
-) -> Result<(), kube::Error> {
-    let uid = set.uid().unwrap_or_default();
-    let mut mine: Vec<ControllerRevision> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
-        .collect();
-    mine.sort_by_key(|r| r.revision);
-    let excess = mine
-        .len()
-        .saturating_sub(usize::try_from(keep.max(0)).unwrap_or(0) + 1);
-    for r in mine.into_iter().take(excess) {
-        if r.name_any() != current {
-            let _ = api.delete(&r.name_any(), &DeleteParams::default()).await;
         }
     }
     Ok(())

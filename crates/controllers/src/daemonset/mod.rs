@@ -28,27 +28,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, claim, controller_of, controller_ref, is_available, is_ready, owners_of,
-    revision_data, until_available,
+    Selector, claim, controller_ref, is_available, is_ready, owners_of, until_available,
 };
-use crate::deployment::util::pod_template_hash;
+use crate::history::{RevisionLabel, Template, ensure_revision};
 use crate::replicaset::slow_start;
-use util::{
-    REVISION_LABEL, is_updated, pod_for, rolling_step, should_run, surge_and_unavailable,
-    target_node,
-};
+use util::{is_updated, pod_for, rolling_step, should_run, surge_and_unavailable, target_node};
 
 struct Ctx {
     client: Client,
@@ -105,7 +99,13 @@ async fn reconcile(cached: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, kube
     if !selector.is_valid() {
         return Ok(Action::await_change());
     }
-    let hash = ensure_revision(&ctx.client, &ds).await?;
+    let template = Template {
+        template: &spec.template,
+        selector: &spec.selector,
+        collision_count: ds.status.as_ref().and_then(|s| s.collision_count),
+        history_limit: spec.revision_history_limit,
+    };
+    let hash = ensure_revision(&ctx.client, &ds, &template, RevisionLabel::Hash).await?;
     let nodes: Vec<Arc<Node>> = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?
@@ -275,66 +275,6 @@ async fn sync_pods(
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// Makes sure a ControllerRevision `NAME-HASH` records the current template; returns the hash.
-async fn ensure_revision(client: &Client, ds: &DaemonSet) -> Result<String, kube::Error> {
-    let spec = ds.spec.clone().unwrap_or_default();
-    let collisions = ds
-        .status
-        .as_ref()
-        .and_then(|s| s.collision_count)
-        .filter(|c| *c > 0);
-    let hash = pod_template_hash(&spec.template, collisions);
-    let name = format!("{}-{hash}", ds.name_any());
-    let api: Api<ControllerRevision> =
-        Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
-    let existing = api.get_opt(&name).await?;
-    let uid = ds.uid().unwrap_or_default();
-    let mut mine: Vec<ControllerRevision> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
-        .collect();
-    let latest = mine.iter().map(|r| r.revision).max().unwrap_or(0);
-    if let Some(rev) = existing {
-        // Back to an earlier template (a rollback): it becomes the newest revision again.
-        if rev.revision < latest {
-            let patch = json!({"revision": latest + 1});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-        }
-        return Ok(hash);
-    }
-    let number = latest + 1;
-    let mut labels = spec.selector.match_labels.clone().unwrap_or_default();
-    labels.insert(REVISION_LABEL.into(), hash.clone());
-    let revision = ControllerRevision {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(labels),
-            annotations: None,
-            owner_references: Some(vec![controller_ref(ds)]),
-            ..Default::default()
-        },
-        data: Some(revision_data(&spec.template)),
-        revision: number,
-    };
-    match api.create(&PostParams::default(), &revision).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e),
-    }
-    // Keep revisionHistoryLimit old revisions besides the current one.
-    mine.sort_by_key(|r| r.revision);
-    let keep = usize::try_from(spec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(0);
-    let excess = mine.len().saturating_sub(keep);
-    for r in mine.into_iter().take(excess) {
-        let _ = api.delete(&r.name_any(), &DeleteParams::default()).await;
-    }
-    Ok(hash)
 }
 
 /// Upstream's `updateDaemonSetStatus`, written when it changed.
