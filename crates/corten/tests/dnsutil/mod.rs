@@ -125,9 +125,16 @@ pub struct Upstream {
 impl Upstream {
     /// Starts one that knows `names` (lowercase, fully qualified: `outside.example.`).
     pub fn start(names: &[(&str, Ipv4Addr)]) -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).expect("bind upstream tcp");
+        // The kernel picks a free UDP port; the same TCP port may be taken (by another test's
+        // connection), so try again with another one until both are ours.
+        let (udp, tcp, addr) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .expect("a port free for both UDP and TCP on 127.0.0.1");
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
