@@ -49,6 +49,7 @@ pub mod state;
 pub mod subresources;
 pub mod table;
 pub mod watch;
+pub mod watchcache;
 
 pub use state::ApiState;
 

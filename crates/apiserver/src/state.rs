@@ -12,11 +12,14 @@ use crate::instrumented::InstrumentedStore;
 use crate::metrics::Metrics;
 use crate::nodeauth::NodeSigner;
 use crate::nodeproxy::AgentClient;
+use crate::watchcache::WatchCache;
 
 /// Everything a request handler needs.
 pub struct ApiState {
     /// The datastore (only the API server holds it).
     pub store: SharedStore,
+    /// Feeds every API watch of a resource from one store watch.
+    pub watch_cache: WatchCache,
     /// The resources served.
     pub registry: &'static Registry,
     /// The admin bearer token.
@@ -46,8 +49,10 @@ impl ApiState {
     /// State over a store; store operations are timed into the metrics.
     pub fn new(store: SharedStore, admin_token: String, advertise: String) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let store: SharedStore = Arc::new(InstrumentedStore::new(store, metrics.clone()));
         Self {
-            store: Arc::new(InstrumentedStore::new(store, metrics.clone())),
+            watch_cache: WatchCache::new(store.clone()),
+            store,
             registry: Registry::global(),
             admin_token,
             metrics,

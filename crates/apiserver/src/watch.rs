@@ -173,7 +173,12 @@ async fn run(
     bookmarks: bool,
     timeout: Duration,
 ) {
-    let mut stream = match state.store.watch(prefix, start).await {
+    let resource_prefix = w.res.key_prefix();
+    let mut stream = match state
+        .watch_cache
+        .watch(&resource_prefix, prefix, start)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             let err = match e {

@@ -274,3 +274,70 @@ fn etcd_restart_under_a_running_server() {
     assert_eq!(seen, ["configmap/x1", "configmap/x2", "configmap/x3"]);
     assert_eq!(rv(&c, "before"), rv_before);
 }
+
+/// etcd's count of its open watchers (`etcd_debugging_mvcc_watcher_total` on /metrics).
+fn etcd_watchers(etcd: &Etcd) -> i64 {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", etcd.endpoint())])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+        .unwrap_or_else(|| panic!("no watcher gauge in etcd's metrics: {text}"))
+}
+
+#[test]
+fn client_watches_share_the_servers_etcd_watch() {
+    let etcd = Etcd::start();
+    let c = start_on(&etcd);
+    c.kubectl(&["create", "configmap", "first"]);
+    let before = etcd_watchers(&etcd);
+    // Sixteen clients watch two resources; each must see a change made afterwards.
+    let mut watches = vec![];
+    let (tx, rx) = mpsc::channel();
+    for i in 0..16 {
+        let kind = if i % 2 == 0 { "configmaps" } else { "secrets" };
+        let mut child = c
+            .kubectl_cmd(&["get", kind, "--watch-only", "-o", "name"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.ends_with("/marker") && tx.send(i).is_err() {
+                    break;
+                }
+            }
+        });
+        watches.push(child);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    c.kubectl(&["create", "configmap", "marker"]);
+    c.kubectl(&["create", "secret", "generic", "marker"]);
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 16 && Instant::now() < deadline {
+        if let Ok(i) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.insert(i);
+        }
+    }
+    let during = etcd_watchers(&etcd);
+    for mut w in watches {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(seen.len(), 16, "every watcher saw the change: {seen:?}");
+    // At most one new etcd watch per resource, however many clients watch it.
+    assert!(
+        during - before <= 2,
+        "etcd watchers went from {before} to {during} for 16 client watches"
+    );
+}
