@@ -21,6 +21,9 @@
 //! `corten-bench datastore` runs the API server on its embedded store and on etcd in one run
 //! (pod creates/s, watch latency); see the `backends` module.
 //!
+//! `corten-bench endpoints` times a pod readiness change until the Service's EndpointSlice and
+//! Endpoints show it; see the `endpoints` module.
+//!
 //! `corten-bench dns` measures cluster DNS (queries/s, p99, propagation of a new service)
 //! against dnsmasq; see the `dns` module.
 //!
@@ -30,6 +33,7 @@
 mod api;
 mod backends;
 mod dns;
+mod endpoints;
 mod kv;
 mod machine;
 mod pods;
@@ -117,6 +121,12 @@ struct Cli {
     /// The dnsmasq binary (the DNS benchmark's peer; Debian's dnsmasq-base).
     #[arg(long, default_value = "dnsmasq")]
     dnsmasq_bin: PathBuf,
+    /// Pods behind the Service of the endpoints benchmark.
+    #[arg(long, default_value_t = 100)]
+    endpoint_pods: usize,
+    /// Readiness flips the endpoints benchmark times.
+    #[arg(long, default_value_t = 200)]
+    flips: usize,
     /// The etcd binary (3.4).
     #[arg(long, default_value = "etcd")]
     etcd_bin: PathBuf,
@@ -148,6 +158,9 @@ enum Part {
     /// The API server on its embedded store vs on etcd: pod creates/s and watch latency,
     /// same run (not part of `all`).
     Datastore,
+    /// Pod readiness → EndpointSlice/Endpoints latency through the controllers (not part of
+    /// `all`).
+    Endpoints,
 }
 
 /// CPU ticks used by the processes this tool started (read before they stop).
@@ -206,6 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::Proxy => "service proxy",
                 Part::Dns => "cluster DNS",
                 Part::Datastore => "API server on the embedded store vs on etcd",
+                Part::Endpoints => "pod readiness to Endpoints",
             }
         ),
         ..Default::default()
@@ -287,6 +301,19 @@ async fn run(cli: Cli) -> Result<()> {
             watch_interval: Duration::from_millis(cli.watch_interval_ms),
         };
         own.0 += backends::run(&params, &mut report).await?;
+    }
+
+    if cli.part == Part::Endpoints {
+        let bin = std::fs::canonicalize(&cli.corten_bin)
+            .with_context(|| format!("{} (build it first)", cli.corten_bin.display()))?;
+        own.0 += endpoints::run(
+            &bin,
+            &cli.work_dir,
+            cli.endpoint_pods,
+            cli.flips,
+            &mut report,
+        )
+        .await?;
     }
 
     let (busy1, total1) = machine::machine_ticks();
