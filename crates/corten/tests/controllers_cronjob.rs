@@ -1,5 +1,6 @@
 //! The CronJob controller end to end, through kubectl, on simulated nodes: a `* * * * *`
-//! CronJob starts a real Job within a minute and records it; a suspended one starts nothing,
+//! CronJob starts a real Job within a minute and records it; an `@every 20s` one starts its
+//! first 20 s after its creation; a suspended one starts nothing,
 //! and `kubectl create job --from=cronjob/...` instantiates its template by hand. (Schedule
 //! arithmetic, concurrency policies and history limits are unit-tested in
 //! `controllers::cronjob::schedule`.)
@@ -62,6 +63,7 @@ fn cronjob_starts_jobs_on_schedule() {
     let _sim = SimNodes::start(&c, 3);
     c.apply(&cronjob("tick", ""));
     c.apply(&cronjob("paused", "  suspend: true"));
+    c.apply(&cronjob("every", "").replace("\"* * * * *\"", "\"@every 20s\""));
 
     // By hand, from the suspended one's template.
     c.kubectl(&["create", "job", "by-hand", "--from=cronjob/paused"]);
@@ -117,6 +119,40 @@ fn cronjob_starts_jobs_on_schedule() {
     // NAME SCHEDULE(5 fields) TIMEZONE SUSPEND ACTIVE LAST-SCHEDULE AGE
     assert_eq!(&cols[6..9], ["<none>", "False", "0"], "{row}");
     assert_ne!(cols[9], "<none>", "{row}");
+
+    // `@every 20s` counts from the CronJob's creation, not from the clock's minutes.
+    wait_for("the @every job", 60, || !jobs_of(&c, "every").is_empty());
+    let cj = c.get_json(&["get", "cronjob", "every"]);
+    assert_eq!(cj["spec"]["schedule"], "@every 20s");
+    let created: jiff::Timestamp = cj["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap_or("")
+        .parse()
+        .expect("creationTimestamp");
+    let first = jobs_of(&c, "every")
+        .iter()
+        .filter_map(|j| {
+            j["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()
+        })
+        .min()
+        .expect("a scheduled timestamp");
+    assert_eq!(first.as_second() - created.as_second(), 20);
+    let bad = c.try_kubectl(&[
+        "create",
+        "cronjob",
+        "bad",
+        "--image=busybox",
+        "--schedule=@every soon",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("failed to parse duration @every soon"),
+        "{err}"
+    );
 
     // The suspended one started nothing on its own.
     let paused = c.get_json(&["get", "cronjob", "paused"]);

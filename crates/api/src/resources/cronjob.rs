@@ -10,6 +10,55 @@ use crate::resources::{job, podspec, workload};
 use crate::strategy::Behavior;
 use crate::table::{Column, age_cell, human_duration_since};
 
+/// The delay of an `@every DURATION` schedule (robfig/cron's constant-delay schedule, which
+/// upstream's CronJob accepts) in whole seconds, at least 1 as robfig rounds it; `None` for
+/// any other schedule. DURATION is Go's `time.ParseDuration` syntax (`90s`, `1h30m`, `1.5h`).
+pub fn every_seconds(schedule: &str) -> Option<Result<i64, String>> {
+    let text = schedule.strip_prefix("@every ")?;
+    let err = || format!("failed to parse duration {schedule}: time: invalid duration \"{text}\"");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some(Ok(1));
+    }
+    if rest.is_empty() {
+        return Some(Err(err()));
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Some(Err(err()));
+        }
+        let Ok(value) = number.parse::<f64>() else {
+            return Some(Err(err()));
+        };
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Some(Err(err())),
+        };
+        nanos += value * scale;
+        rest = &rest[unit_len..];
+    }
+    let seconds = if negative { 0.0 } else { (nanos / 1e9).floor() };
+    Some(Ok((seconds as i64).max(1)))
+}
+
 /// Why a cron schedule does not parse (robfig/cron's standard 5-field syntax and descriptors).
 pub fn schedule_error(schedule: &str) -> Option<String> {
     if schedule.contains("TZ") {
@@ -18,7 +67,7 @@ pub fn schedule_error(schedule: &str) -> Option<String> {
     if let Some(d) = schedule.strip_prefix('@') {
         return match d {
             "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => None,
-            _ if d.starts_with("every ") => None,
+            _ if d.starts_with("every ") => every_seconds(schedule).and_then(Result::err),
             _ => Some(format!("unrecognized descriptor: {schedule}")),
         };
     }
@@ -224,6 +273,11 @@ mod tests {
         assert!(schedule_error("* * *").is_some());
         assert!(schedule_error("61 * * * *").is_some());
         assert!(schedule_error("CRON_TZ=UTC * * * * *").is_some());
+        assert_eq!(schedule_error("@every 1h30m"), None);
+        assert_eq!(
+            schedule_error("@every soon").as_deref(),
+            Some(r#"failed to parse duration @every soon: time: invalid duration "soon""#)
+        );
     }
 
     #[test]
@@ -243,5 +297,32 @@ mod tests {
         assert_eq!(causes[0].field, "spec.timeZone");
         assert!(causes[0].message.contains("unknown time zone Mars/Olympus"));
         assert_eq!(cj("Local").validate(None).len(), 1);
+    }
+
+    #[test]
+    fn every_takes_go_durations_in_whole_seconds() {
+        assert_eq!(every_seconds("@every 90s"), Some(Ok(90)));
+        assert_eq!(every_seconds("@every 1h30m"), Some(Ok(5400)));
+        assert_eq!(every_seconds("@every 1.5h"), Some(Ok(5400)));
+        assert_eq!(every_seconds("@every 2m500ms"), Some(Ok(120)));
+        assert_eq!(
+            every_seconds("@every 300ms"),
+            Some(Ok(1)),
+            "at least a second"
+        );
+        assert_eq!(every_seconds("@every 0"), Some(Ok(1)));
+        assert_eq!(every_seconds("@every -5m"), Some(Ok(1)));
+        for bad in [
+            "@every ",
+            "@every 5",
+            "@every 5 m",
+            "@every 1d",
+            "@every .m",
+            "@every 1..2s",
+        ] {
+            assert!(matches!(every_seconds(bad), Some(Err(_))), "{bad}");
+        }
+        assert_eq!(every_seconds("@hourly"), None);
+        assert_eq!(every_seconds("*/5 * * * *"), None);
     }
 }

@@ -43,6 +43,8 @@ mod storageclass;
 pub mod validation;
 pub mod workload;
 
+pub use cronjob::every_seconds;
+
 use validation::NameRule;
 
 /// Every resource corten serves, core/v1 first.

@@ -151,12 +151,14 @@ async fn reconcile(cached: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, kube::
                 tracing::warn!(cronjob = %name, namespace = %ns, error = %e, "cannot schedule")
             }
             Ok(sched) => {
-                next = sched.next_after(now);
+                let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+                let last_schedule = st.last_schedule_time.as_ref().map(|t| t.0);
+                next = sched.next_run(last_schedule.unwrap_or(created), now);
                 let names: Vec<String> = active.iter().filter_map(|a| a.name.clone()).collect();
                 let input = PlanInput {
                     name: &name,
-                    created: cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
-                    last_schedule: st.last_schedule_time.as_ref().map(|t| t.0),
+                    created,
+                    last_schedule,
                     starting_deadline: spec.starting_deadline_seconds,
                     policy: spec.concurrency_policy.as_deref().unwrap_or("Allow"),
                     active: &names,

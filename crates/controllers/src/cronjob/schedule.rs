@@ -1,6 +1,8 @@
 //! CronJob scheduling without I/O, after upstream's `pkg/controller/cronjob/utils.go`: parsing
 //! the 5-field schedule (and the `@hourly`-style macros) with `croner` in the CronJob's time
-//! zone (jiff's tz database; UTC when unset), the schedule times between two instants, the most
+//! zone (jiff's tz database; UTC when unset), or `@every DURATION` (a constant delay after the
+//! last schedule time or the creation, as robfig/cron's `ConstantDelaySchedule` that upstream
+//! uses), the schedule times between two instants, the most
 //! recent missed schedule, job names (`NAME-<scheduled minutes since the epoch>`), and the
 //! decision one sync takes ([`plan`]: start a job, replacing the active ones or not, or wait).
 
@@ -14,8 +16,15 @@ pub const TOO_MANY_MISSED: usize = 100;
 
 /// A parsed schedule in its time zone.
 pub struct Schedule {
-    cron: Cron,
+    kind: Kind,
     tz: TimeZone,
+}
+
+/// Calendar times, or a constant delay.
+enum Kind {
+    Cron(Box<Cron>),
+    /// `@every`: whole seconds, at least one.
+    Every(SignedDuration),
 }
 
 impl Schedule {
@@ -28,13 +37,20 @@ impl Schedule {
                 TimeZone::get(name).map_err(|e| format!("unknown time zone {name}: {e}"))?
             }
         };
+        if let Some(every) = api::resources::every_seconds(schedule) {
+            let kind = Kind::Every(SignedDuration::from_secs(every?));
+            return Ok(Schedule { kind, tz });
+        }
         let cron = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
             .parse(schedule)
             .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?;
-        Ok(Schedule { cron, tz })
+        Ok(Schedule {
+            kind: Kind::Cron(Box::new(cron)),
+            tz,
+        })
     }
 
     fn zoned(&self, t: Timestamp) -> Zoned {
@@ -52,20 +68,53 @@ impl Schedule {
         }
     }
 
-    /// The first schedule time strictly after `t`.
+    /// The first schedule time strictly after `t` (for `@every`: `t` plus the delay, on a
+    /// whole second, as robfig's `Next`).
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
-        self.cron
-            .find_next_occurrence(&self.zoned(t), false)
-            .ok()
-            .map(|z| z.timestamp())
+        match &self.kind {
+            Kind::Cron(cron) => cron
+                .find_next_occurrence(&self.zoned(t), false)
+                .ok()
+                .map(|z| z.timestamp()),
+            Kind::Every(delay) => Timestamp::from_second(t.as_second())
+                .ok()?
+                .checked_add(*delay)
+                .ok(),
+        }
     }
 
-    /// The last schedule time at or before `t`.
-    pub fn last_until(&self, t: Timestamp) -> Option<Timestamp> {
-        self.cron
-            .find_previous_occurrence(&self.zoned(t), true)
-            .ok()
-            .map(|z| z.timestamp())
+    /// The last schedule time at or before `until` of the run of schedule times that starts
+    /// with `first`.
+    pub fn last_until(&self, first: Timestamp, until: Timestamp) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Cron(cron) => cron
+                .find_previous_occurrence(&self.zoned(until), true)
+                .ok()
+                .map(|z| z.timestamp()),
+            Kind::Every(delay) => {
+                let steps = until
+                    .duration_since(first)
+                    .as_secs()
+                    .div_euclid(delay.as_secs().max(1));
+                first.checked_add(*delay * steps.max(0) as i32).ok()
+            }
+        }
+    }
+
+    /// When the schedule next fires after `now`, for a CronJob whose schedule times start
+    /// after `earliest` (its last schedule time, else its creation): calendar schedules
+    /// don't depend on it; `@every` counts its delays from it.
+    pub fn next_run(&self, earliest: Timestamp, now: Timestamp) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Cron(_) => self.next_after(now),
+            Kind::Every(_) => {
+                let first = self.next_after(earliest)?;
+                if first > now {
+                    return Some(first);
+                }
+                self.next_after(self.last_until(first, now)?)
+            }
+        }
     }
 
     /// The schedule times in `(after, until]`, at most `limit` of them.
@@ -108,7 +157,7 @@ pub fn most_recent(
         return (None, false);
     };
     let latest = if missed.len() > TOO_MANY_MISSED {
-        schedule.last_until(now).unwrap_or(first)
+        schedule.last_until(first, now).unwrap_or(first)
     } else {
         missed.last().copied().unwrap_or(first)
     };
@@ -158,7 +207,7 @@ pub struct PlanInput<'a> {
 pub fn plan(schedule: &Schedule, cj: &PlanInput<'_>, now: Timestamp) -> Plan {
     let earliest = cj.last_schedule.unwrap_or(cj.created);
     let (recent, _) = most_recent(schedule, earliest, cj.starting_deadline, now);
-    let next = schedule.next_after(now);
+    let next = schedule.next_run(recent.unwrap_or(earliest), now);
     let Some(scheduled) = recent else {
         return Plan::Wait(next);
     };
@@ -332,5 +381,33 @@ mod tests {
         assert_eq!(beyond_history(jobs.clone(), 2), ["never-started", "a"]);
         assert_eq!(beyond_history(jobs.clone(), 0).len(), 4);
         assert!(beyond_history(jobs, 5).is_empty());
+    }
+
+    #[test]
+    fn every_counts_delays_from_the_last_schedule_time() {
+        let s = Schedule::parse("@every 1h30m", None).unwrap();
+        let created = ts("2026-01-01T00:00:10Z");
+        assert_eq!(
+            s.times_between(created, ts("2026-01-01T05:00:00Z"), 10),
+            [
+                ts("2026-01-01T01:30:10Z"),
+                ts("2026-01-01T03:00:10Z"),
+                ts("2026-01-01T04:30:10Z")
+            ]
+        );
+        let (recent, many) = most_recent(&s, created, None, ts("2026-01-01T05:00:00Z"));
+        assert_eq!((recent, many), (Some(ts("2026-01-01T04:30:10Z")), false));
+        assert_eq!(
+            s.next_run(ts("2026-01-01T04:30:10Z"), ts("2026-01-01T05:00:00Z")),
+            Some(ts("2026-01-01T06:00:10Z"))
+        );
+        // More than 100 missed: the latest of them, on the same grid.
+        let (recent, many) = most_recent(&s, created, None, ts("2026-02-01T00:00:00Z"));
+        assert!(many);
+        let recent = recent.unwrap();
+        assert_eq!(recent.duration_since(created).as_secs() % 5400, 0);
+        assert!(recent <= ts("2026-02-01T00:00:00Z"));
+        assert!(recent + SignedDuration::from_secs(5400) > ts("2026-02-01T00:00:00Z"));
+        assert!(Schedule::parse("@every often", None).is_err());
     }
 }
