@@ -14,7 +14,8 @@
 //!   [`nodeauth`]: node credentials for agents that present the join token;
 //! - [`bootstrap`]: the namespaces and `kubernetes` service every cluster has;
 //! - [`pki`]: the cluster CA, serving certificate, the API server's client certificate for
-//!   agents, admin token, join token and kubeconfig.
+//!   agents, admin token, join token and kubeconfig; [`identity`]: the same CA and tokens for
+//!   every server on one etcd (stored encrypted with the join token).
 //!
 //! Invariant: this crate is the only one that opens the store; everything else is an API client.
 
@@ -35,6 +36,7 @@ pub mod delete;
 pub mod discovery;
 pub mod generic;
 pub mod handler;
+pub mod identity;
 pub mod instrumented;
 pub mod list;
 pub mod metrics;
@@ -68,6 +70,9 @@ pub struct Config {
     /// The datastore: None for the embedded SQLite store (`DATA_DIR/state.db`), or an etcd
     /// cluster. Certificates, tokens and the kubeconfig stay in `data_dir` either way.
     pub etcd: Option<store::etcd::EtcdConfig>,
+    /// The join token (`--token`): on etcd, the key to the cluster identity that the first
+    /// server stored (see [`identity`]); None: the one in `DATA_DIR/token`, or a new one.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -79,6 +84,7 @@ impl Default for Config {
             compaction_interval: Duration::from_secs(300),
             compaction_keep: 10_000,
             etcd: None,
+            token: None,
         }
     }
 }
@@ -99,6 +105,26 @@ pub struct Running {
     pub kubeconfig: PathBuf,
     /// Finishes when the server has stopped serving.
     pub serving: tokio::task::JoinHandle<()>,
+    /// Whether the datastore may be shared with other servers (etcd): then the compactor and
+    /// the controllers must run on one elected server only.
+    pub shared_datastore: bool,
+    /// The datastore compactor, for the caller to run (on the leader only, when shared).
+    pub compactor: Compactor,
+}
+
+/// Compacts the datastore on a schedule (see [`store::spawn_compactor`]).
+#[derive(Clone)]
+pub struct Compactor {
+    store: store::SharedStore,
+    interval: Duration,
+    keep: i64,
+}
+
+impl Compactor {
+    /// Starts compacting; abort the handle to stop.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        store::spawn_compactor(self.store.clone(), self.interval, self.keep)
+    }
 }
 
 /// Starts the API server; it serves until `shutdown` turns true. Returns once it accepts
@@ -140,13 +166,28 @@ pub async fn start(
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
     };
-    store::spawn_compactor(
-        store.clone(),
-        config.compaction_interval,
-        config.compaction_keep,
-    );
+    let compactor = Compactor {
+        store: store.clone(),
+        interval: config.compaction_interval,
+        keep: config.compaction_keep,
+    };
 
-    let pki = pki::Pki::load_or_create(&config.data_dir, IpAddr::V4(alloc::KUBERNETES_SERVICE_IP))?;
+    let service_ip = IpAddr::V4(alloc::KUBERNETES_SERVICE_IP);
+    if config.etcd.is_some() {
+        identity::sync(
+            store.as_ref(),
+            &config.data_dir,
+            config.token.as_deref(),
+            service_ip,
+        )
+        .await?;
+    } else if let Some(token) = &config.token {
+        pki::write_private(
+            &config.data_dir.join("token"),
+            &format!("{}\n", token.trim()),
+        )?;
+    }
+    let pki = pki::Pki::load_or_create(&config.data_dir, service_ip)?;
     let host = primary_address();
     let port = listener.local_addr()?.port();
     let url = format!("https://127.0.0.1:{port}");
@@ -179,5 +220,7 @@ pub async fn start(
         url,
         kubeconfig,
         serving,
+        shared_datastore: config.etcd.is_some(),
+        compactor,
     })
 }

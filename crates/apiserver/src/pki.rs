@@ -65,7 +65,8 @@ fn new_join_token(ca_pem: &str) -> String {
     format!("{}node:{}", join_token_prefix(ca_pem), hex(&secret))
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Writes `contents` to `path` atomically, mode 0600.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

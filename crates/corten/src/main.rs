@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod datastore;
 mod images;
+mod leader;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
@@ -155,6 +156,15 @@ struct ServerArgs {
     compaction_retain_revisions: i64,
     #[command(flatten)]
     datastore: datastore::EtcdArgs,
+    /// The join token. On etcd it also unlocks the cluster identity (CA, admin and join
+    /// tokens) that the first server stored: servers of one cluster share it.
+    #[arg(long, env = "CORTEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the join token (wins over --token).
+    #[arg(long, env = "CORTEN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    leader: leader::LeaderArgs,
     /// Do not run the controller manager (the API server's in-process controllers).
     #[arg(long)]
     disable_controller_manager: bool,
@@ -278,8 +288,19 @@ fn server(args: ServerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let etcd = match args.datastore.config() {
-        Ok(etcd) => etcd,
+    let checked = args.datastore.config().and_then(|etcd| {
+        let token = match &args.token_file {
+            Some(path) => Some(leader::read_token(path)?),
+            None => args.token.as_ref().map(|t| t.trim().to_string()),
+        };
+        let election = etcd
+            .is_some()
+            .then(|| leader::config(&args.leader))
+            .transpose()?;
+        anyhow::Ok((etcd, token, election))
+    });
+    let (etcd, token, election) = match checked {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("corten: {e:#}");
             return ExitCode::FAILURE;
@@ -294,6 +315,7 @@ fn server(args: ServerArgs) -> ExitCode {
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
         etcd,
+        token,
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
@@ -325,6 +347,7 @@ fn server(args: ServerArgs) -> ExitCode {
         ingress,
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
+        election,
         proxy: !args.disable_proxy,
         agent,
         dns,
@@ -439,7 +462,9 @@ async fn run_server(
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let bind_address = config.bind_address;
-    let running = apiserver::start(config, shutdown.clone()).await?;
+    // The API server stops after the leader's parts, so that the leader can release its Lease.
+    let (api_stop, api_shutdown) = tokio::sync::watch::channel(false);
+    let running = apiserver::start(config, api_shutdown).await?;
     // The agent reaches its own server on loopback, unless the server listens elsewhere only.
     let own_url = match bind_address {
         a if a.is_unspecified() || a.is_loopback() => running.url.clone(),
@@ -448,12 +473,25 @@ async fn run_server(
     };
     let client = client_from(&running.kubeconfig).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    if components.controller_manager {
-        tasks.spawn(controllers::run(client.clone(), shutdown.clone()));
-    }
-    if components.scheduler {
-        tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
-    }
+    // Controllers, scheduler and compactor: on the elected server only, when shared.
+    let leading = leader::Leading {
+        controller_manager: components.controller_manager,
+        scheduler: components.scheduler,
+        compactor: running.compactor.clone(),
+    };
+    let election = components.election.filter(|_| running.shared_datastore);
+    let leader = tokio::spawn(leader::run(
+        client.clone(),
+        leading,
+        election,
+        shutdown.clone(),
+    ));
+    let mut on_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = on_shutdown.wait_for(|s| *s).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(8), leader).await;
+        let _ = api_stop.send(true);
+    });
     if let Some(config) = components.dns {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -579,6 +617,8 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
 struct Components {
     controller_manager: bool,
     scheduler: bool,
+    /// Leader election settings (a shared datastore).
+    election: Option<controllers::leaderelection::Config>,
     proxy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
