@@ -17,10 +17,15 @@
 //! - on a clean shutdown the leader releases the Lease (empty holder, duration 1 s) so that
 //!   another server takes over at its next retry instead of after `lease_duration`.
 //!
-//! Why not a crate: `kube-lease-manager` (the one that follows our kube version) models a
-//! lease as duration + grace and writes it with server-side apply; upstream's three timings
-//! (15 s / 10 s / 2 s) and resourceVersion-guarded updates are what the flags promise, and they
-//! take one small module.
+//! One refinement: while campaigning, a candidate also watches the Lease, so that it sees each
+//! renewal when it happens rather than at its next poll; the Lease then expires for it at most
+//! `lease_duration` after the leader's last renewal, and a dead leader is replaced within
+//! `lease_duration` of its death (upstream's polling alone allows up to one retry period more).
+//!
+//! Why not a crate: `kube-lease-manager` 0.13 (the one built on our kube 5) writes the Lease
+//! with server-side apply, which corten's API server does not serve yet, and models a lease as
+//! duration + grace rather than upstream's three timings (15 s / 10 s / 2 s) that the flags
+//! promise; `kube-leader-election` 0.44 needs kube 4. This takes one small module.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
