@@ -100,7 +100,7 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
         "-o",
         "name",
     ]);
-    assert_eq!(out, "namespace/default");
+    assert_eq!(out.trim(), "namespace/default");
 
     // A wrong token is refused before the server starts, and says why.
     let dir = tempfile::tempdir().unwrap();
@@ -259,7 +259,7 @@ fn the_leader_killed_mid_rollout_and_the_rollout_completes_under_the_next() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = all[via].get_json(&["deployment", "web"]);
+    let d = all[via].get_json(&["get", "deployment", "web"]);
     assert_eq!(d["status"]["updatedReplicas"], 6, "{d}");
     assert_eq!(d["status"]["availableReplicas"], 6, "{d}");
     assert_eq!(d["status"]["replicas"], 6, "{d}");
