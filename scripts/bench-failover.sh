@@ -44,6 +44,7 @@ etcd --name bench --data-dir "$work/etcd" \
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-cluster "bench=http://127.0.0.1:$peer_port" --log-level warn >"$work/etcd.log" 2>&1 &
 pids+=($!)
+disown "$!"
 endpoint="http://127.0.0.1:$etcd_port"
 until etcdctl --endpoints "$endpoint" endpoint health >/dev/null 2>&1; do sleep 0.1; done
 
@@ -56,6 +57,7 @@ start_server() { # index [extra flags...]
     --leader-elect-retry-period "$retry" "$@" >>"$work/s$i.log" 2>&1 &
   pid[$i]=$!
   pids+=($!)
+  disown "${pid[$i]}" # no "Killed" notice from bash for the kill -9s
   until [ -f "$work/s$i/kubeconfig.yaml" ] && curl -sf --cacert "$work/s$i/tls/ca.crt" \
       "https://127.0.0.1:${port[$i]}/readyz" >/dev/null 2>&1; do
     kill -0 "${pid[$i]}" 2>/dev/null || { echo "server $i exited:" >&2; tail -5 "$work/s$i.log" >&2; exit 1; }
@@ -103,7 +105,7 @@ for t in $(seq 1 "$trials"); do
   d=$(echo "$t1 - $t0" | bc -l)
   results+=("$d")
   printf 'trial %2d: leader %d killed, ReplicaSet scaled to %d after %.2f s\n' "$t" "$l" "$want" "$d"
-  wait "${pid[$l]}" 2>/dev/null || true
+  while kill -0 "${pid[$l]}" 2>/dev/null; do sleep 0.05; done
   start_server "$l" --token "$token"
 done
 printf '%s\n' "${results[@]}" | sort -n | awk '{a[NR]=$1} END {

@@ -157,10 +157,31 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
     // by any server (the killed one included) is there afterwards.
     let mut written = vec!["from-0".to_string()];
     for victim in 0..3 {
-        let name = format!("before-kill-{victim}");
-        all[victim].kubectl(&["create", "configmap", &name, "--from-literal=k=v"]);
-        written.push(name);
+        // Writes through the victim until it dies: each one it acknowledged must survive.
+        let kubeconfig = all[victim].kubeconfig();
+        let writer = std::thread::spawn(move || {
+            let mut acknowledged = vec![];
+            for n in 0.. {
+                let name = format!("during-kill-{victim}-{n}");
+                let out = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["create", "configmap", &name, "--from-literal=k=v"])
+                    .args(["--request-timeout", "5s"])
+                    .output()
+                    .expect("kubectl");
+                if !out.status.success() {
+                    return acknowledged;
+                }
+                acknowledged.push(name);
+            }
+            acknowledged
+        });
+        std::thread::sleep(Duration::from_millis(1500));
         all[victim].kill9();
+        let acknowledged = writer.join().expect("writer");
+        assert!(!acknowledged.is_empty(), "no write went through");
+        written.extend(acknowledged);
         for (i, c) in all.iter().enumerate().filter(|(i, _)| *i != victim) {
             let name = format!("after-kill-{victim}-via-{i}");
             c.kubectl(&["create", "configmap", &name, "--from-literal=k=v"]);
