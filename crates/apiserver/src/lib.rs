@@ -160,11 +160,12 @@ pub async fn start(
             let db = config.data_dir.join("state.db");
             Arc::new(store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?)
         }
-        Some(etcd) => Arc::new(
+        // Every API watch is served from one etcd watch (the watch cache).
+        Some(etcd) => Arc::new(store::cache::WatchCache::new(Arc::new(
             store::etcd::EtcdStore::connect(etcd)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
+        ))),
     };
     let compactor = Compactor {
         store: store.clone(),

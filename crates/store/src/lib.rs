@@ -10,7 +10,8 @@
 //!
 //! [`Store`] hides the backend. [`sqlite::SqliteStore`] is the embedded backend (SQLite in WAL
 //! mode, group commit, watchers fed in-process); [`etcd::EtcdStore`] keeps the same contract on
-//! an etcd v3 cluster.
+//! an etcd v3 cluster; [`cache::WatchCache`] in front of it serves all watches from one etcd
+//! watch.
 //!
 //! Invariant: only the API server opens a store. Every other component goes through the API.
 
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub mod cache;
 pub mod etcd;
 pub mod sqlite;
 

@@ -171,3 +171,56 @@ async fn etcd_watch_resumes_after_a_restart_without_loss_or_repeats() {
             .is_err()
     );
 }
+
+/// The watch cache in front of etcd: many store watches, on different prefixes, share one etcd
+/// watch (etcd's own `etcd_debugging_mvcc_watcher_total` gauge says how many it serves), and
+/// each still gets exactly its own keys' events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_watch_cache_serves_every_watch_from_one_etcd_watch() {
+    let f = Fixture::etcd_cached().await;
+    let s = f.open().await;
+    let from = s.current_revision().await.unwrap();
+    let mut watches = Vec::new();
+    for i in 0..20 {
+        watches.push(s.watch(&format!("/w/{i}/"), from).await.unwrap());
+    }
+    let mut want = Vec::new();
+    for i in 0..20 {
+        want.push(
+            s.create(&format!("/w/{i}/k"), b("v"))
+                .await
+                .unwrap()
+                .mod_revision,
+        );
+    }
+    for (i, w) in watches.iter_mut().enumerate() {
+        let ev = next(w).await;
+        assert_eq!(ev.kv.key, format!("/w/{i}/k"));
+        assert_eq!(ev.revision(), want[i]);
+    }
+    let endpoint = f.etcd.as_ref().unwrap().endpoint();
+    let metrics = http_get(&format!("{endpoint}/metrics"));
+    let watchers: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .expect("etcd's watcher gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        watchers, 1.0,
+        "etcd serves {watchers} watchers for 20 store watches"
+    );
+}
+
+/// A plain HTTP GET (etcd's metrics endpoint).
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(conn, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out
+}

@@ -16,7 +16,8 @@ use store::sqlite::SqliteStore;
 use store::{Event, RangeRequest, Revision, SharedStore, WatchStream};
 use tempfile::TempDir;
 
-/// Runs each named `async fn(&mut Fixture)` once per backend: `sqlite::NAME` and `etcd::NAME`.
+/// Runs each named `async fn(&mut Fixture)` once per backend: `sqlite::NAME`, `etcd::NAME` and
+/// `etcd_cached::NAME` (etcd behind the watch cache).
 #[macro_export]
 macro_rules! backends {
     ($($name:ident),* $(,)?) => {
@@ -38,6 +39,15 @@ macro_rules! backends {
                 }
             )*
         }
+        mod etcd_cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let mut f = $crate::common::Fixture::etcd_cached().await;
+                    super::$name(&mut f).await;
+                }
+            )*
+        }
     };
 }
 
@@ -47,6 +57,8 @@ pub struct Fixture {
     pub etcd: Option<Etcd>,
     /// The revision of the empty store: 0 for SQLite, 1 for etcd (its first write gets 2).
     pub base: Revision,
+    /// etcd behind the watch cache (`store::cache::WatchCache`).
+    pub cached: bool,
 }
 
 impl Fixture {
@@ -55,6 +67,7 @@ impl Fixture {
             dir: TempDir::new().unwrap(),
             etcd: None,
             base: 0,
+            cached: false,
         }
     }
 
@@ -65,6 +78,14 @@ impl Fixture {
             dir,
             etcd: Some(etcd),
             base: 1,
+            cached: false,
+        }
+    }
+
+    pub async fn etcd_cached() -> Fixture {
+        Fixture {
+            cached: true,
+            ..Self::etcd().await
         }
     }
 
@@ -72,6 +93,16 @@ impl Fixture {
     pub async fn open(&self) -> SharedStore {
         match &self.etcd {
             None => Arc::new(open(&self.dir)),
+            Some(etcd) if self.cached => {
+                let cache = store::cache::WatchCache::new(Arc::new(etcd.connect().await));
+                // Watches from now on are served by the cache.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while cache.covered().is_none() {
+                    assert!(Instant::now() < deadline, "the watch cache did not start");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Arc::new(cache)
+            }
             Some(etcd) => Arc::new(etcd.connect().await),
         }
     }
