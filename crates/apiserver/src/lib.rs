@@ -73,6 +73,9 @@ pub struct Config {
     /// The join token (`--token`): on etcd, the key to the cluster identity that the first
     /// server stored (see [`identity`]); None: the one in `DATA_DIR/token`, or a new one.
     pub token: Option<String>,
+    /// Extra DNS names and IP addresses for the serving certificate (`--tls-san`), e.g. a load
+    /// balancer's in front of several servers.
+    pub tls_sans: Vec<String>,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             compaction_keep: 10_000,
             etcd: None,
             token: None,
+            tls_sans: vec![],
         }
     }
 }
@@ -188,7 +192,7 @@ pub async fn start(
             &format!("{}\n", token.trim()),
         )?;
     }
-    let pki = pki::Pki::load_or_create(&config.data_dir, service_ip)?;
+    let pki = pki::Pki::load_or_create_with_sans(&config.data_dir, service_ip, &config.tls_sans)?;
     let host = primary_address();
     let port = listener.local_addr()?.port();
     let url = format!("https://127.0.0.1:{port}");

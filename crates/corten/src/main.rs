@@ -128,6 +128,10 @@ struct ServerArgs {
     /// A file holding the join token (wins over --token).
     #[arg(long, env = "CORTEN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// An extra DNS name or IP address for the API server's certificate (repeatable), e.g. of
+    /// a load balancer in front of several servers.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
     #[command(flatten)]
     leader: leader::LeaderArgs,
     /// Do not run the controller manager (the API server's in-process controllers).
@@ -297,6 +301,7 @@ fn server(args: ServerArgs) -> ExitCode {
         compaction_keep: args.compaction_retain_revisions.max(0),
         etcd,
         token,
+        tls_sans: args.tls_sans.clone(),
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use common::etcd::Etcd;
 use common::{Cluster, SimNodes};
 
-/// A first server on `etcd`, then `n - 1` more given its join token.
+/// A first server on `etcd`, then `n - 1` more given its join token (and, for their serving
+/// certificates, the extra name `ha.corten.test`).
 fn servers(etcd: &Etcd, n: usize) -> Vec<Cluster> {
     let flags = etcd.flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let first = Cluster::start_with(&flags);
     let token = std::fs::read_to_string(first.data_dir().join("token")).expect("join token");
     let mut with_token = flags.clone();
-    with_token.extend(["--token", token.trim()]);
+    with_token.extend(["--token", token.trim(), "--tls-san", "ha.corten.test"]);
     let mut all = vec![first];
     for _ in 1..n {
         all.push(Cluster::start_with(&with_token));
@@ -101,6 +102,29 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
         "name",
     ]);
     assert_eq!(out.trim(), "namespace/default");
+    // `--tls-san` names are in the joined servers' certificates, not in the first's.
+    let by_name = |c: &Cluster| {
+        c.try_kubectl(&[
+            "--tls-server-name",
+            "ha.corten.test",
+            "get",
+            "namespace",
+            "default",
+        ])
+    };
+    let out = by_name(&all[1]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = by_name(&all[0]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ha.corten.test"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A wrong token is refused before the server starts, and says why.
     let dir = tempfile::tempdir().unwrap();
