@@ -336,10 +336,13 @@ pub async fn run<F, Fut>(
             let left = config.renew_deadline.saturating_sub(last_renew.elapsed());
             match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => last_renew = Instant::now(),
-                Ok(Ok(false)) => {
+                Ok(Ok(false)) if elector.expires_in.is_some() => {
                     tracing::warn!(%lease, "the leader lease was taken by another server");
                     break;
                 }
+                // A conflicting write (e.g. our own, whose answer was lost): retry until the
+                // deadline, as upstream does.
+                Ok(Ok(false)) => tracing::debug!(%lease, "leader lease renewal conflicted"),
                 Ok(Err(e)) => tracing::warn!(%lease, error = %e, "cannot renew the leader lease"),
                 Err(_) => {}
             }

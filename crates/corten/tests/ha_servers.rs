@@ -266,6 +266,15 @@ fn the_leader_killed_mid_rollout_and_the_rollout_completes_under_the_next() {
     // Simulated nodes that reach all three servers through the agents' load balancer.
     let _nodes = SimNodes::start_prefixed_with(&all[0], "ha", 3, &["--server", &urls]);
     let leader = the_leader(&all, &[0, 1, 2], 0);
+    // The other servers run no controllers and no scheduler.
+    for (i, c) in all.iter().enumerate().filter(|(i, _)| *i != leader) {
+        let log = c.log();
+        let runs = log.contains("controller started") || log.contains("scheduler caches synced");
+        assert!(
+            !runs,
+            "server {i} is not the leader ({leader}) but runs them: {log}"
+        );
+    }
     let via = (leader + 1) % 3;
     all[via].apply(DEPLOYMENT);
     let status = |c: &Cluster| {
