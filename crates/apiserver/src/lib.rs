@@ -13,6 +13,7 @@
 //! - [`nodeproxy`]: pods/log, exec, attach and portforward, proxied to the node's agent;
 //!   [`nodeauth`]: node credentials for agents that present the join token;
 //! - [`bootstrap`]: the namespaces and `kubernetes` service every cluster has;
+//!   [`masterleases`]: its Endpoints list every live server when several share etcd;
 //! - [`pki`]: the cluster CA, serving certificate, the API server's client certificate for
 //!   agents, admin token, join token and kubeconfig; [`identity`]: the same CA and tokens for
 //!   every server on one etcd (stored encrypted with the join token).
@@ -39,6 +40,7 @@ pub mod handler;
 pub mod identity;
 pub mod instrumented;
 pub mod list;
+pub mod masterleases;
 pub mod metrics;
 pub mod nodeauth;
 pub mod nodeproxy;
@@ -211,6 +213,9 @@ pub async fn start(
     bootstrap::run(&state, &host.to_string(), port)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
+    if config.etcd.is_some() {
+        masterleases::spawn(state.clone(), host.to_string(), port, shutdown.clone());
+    }
 
     let app = axum::Router::new()
         .fallback(handler::handle)

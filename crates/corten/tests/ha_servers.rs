@@ -78,6 +78,41 @@ fn the_leader(all: &[Cluster], live: &[usize], via: usize) -> usize {
     }
 }
 
+/// The ports of the `kubernetes` Endpoints (one per live server here: all listen on loopback).
+fn api_ports(via: &Cluster) -> Vec<u16> {
+    let out = via.kubectl(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[*].ports[*].port}",
+    ]);
+    let mut ports: Vec<u16> = out
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// Waits until the `kubernetes` Endpoints name exactly the servers `live`.
+fn wait_api_endpoints(all: &[Cluster], live: &[usize], via: usize) {
+    let mut want: Vec<u16> = live.iter().map(|&i| all[i].port).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let ports = api_ports(&all[via]);
+        if ports == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubernetes endpoints {ports:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
     let etcd = Etcd::start();
@@ -153,8 +188,9 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--token"), "{err}");
 
-    // Exactly one leader.
+    // Exactly one leader; the `kubernetes` Endpoints name every server.
     the_leader(&all, &[0, 1, 2], 0);
+    wait_api_endpoints(&all, &[0, 1, 2], 0);
 
     // An object written through one server is seen by a watch on another.
     let mut watch = all[2]
@@ -222,6 +258,10 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
         let via = live[0];
         let leader = the_leader(&all, &live, via);
         assert_ne!(leader, victim);
+        if victim == 0 {
+            // The dead server leaves the `kubernetes` Endpoints once its record expires.
+            wait_api_endpoints(&all, &live, via);
+        }
         all[victim].start_again();
     }
     // Everything, through each server after the restarts.
@@ -235,6 +275,7 @@ fn three_servers_share_identity_and_keep_serving_while_killed_one_at_a_time() {
         }
     }
     the_leader(&all, &[0, 1, 2], 0);
+    wait_api_endpoints(&all, &[0, 1, 2], 0);
 }
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
