@@ -96,16 +96,19 @@ pub fn agent(args: AgentArgs) -> ExitCode {
         agent_port: args.agent_port,
         labels,
     };
-    let servers = match kubelet::loadbalancer::parse_servers(&args.server) {
-        Ok(s) => s,
-        Err(e) => {
+    // Several servers: through the local load balancer. One: as given, as before.
+    let several = args.server.contains(',');
+    let servers = match several.then(|| kubelet::loadbalancer::parse_servers(&args.server)) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
             eprintln!("corten: {e:#}");
             return ExitCode::FAILURE;
         }
+        None => vec![],
     };
     let lb_port = args.lb_server_port;
     let mut join = kubelet::credentials::Join {
-        server: args.server.trim().trim_end_matches('/').to_string(),
+        server: args.server.clone(),
         token,
     };
     let Some(runtime) = runtime() else {
@@ -115,7 +118,9 @@ pub fn agent(args: AgentArgs) -> ExitCode {
     let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
-        if servers.len() > 1 {
+        if let [only] = servers.as_slice() {
+            join.server = format!("https://{only}");
+        } else if servers.len() > 1 {
             let listen = ([127, 0, 0, 1], lb_port).into();
             let lb = kubelet::loadbalancer::start(listen, servers, shutdown.clone()).await?;
             join.server = format!("https://{lb}");
