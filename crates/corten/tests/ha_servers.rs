@@ -388,3 +388,51 @@ fn the_leader_killed_mid_rollout_and_the_rollout_completes_under_the_next() {
         "{nodes}"
     );
 }
+
+/// A leader frozen (SIGSTOP) past its lease: another server takes over; when the old one wakes
+/// up it finds it has not renewed within the renew deadline and stops leading at once, so that
+/// there is again exactly one leader.
+#[test]
+fn a_frozen_leader_steps_down_when_it_wakes() {
+    let etcd = Etcd::start();
+    let all = servers(&etcd, 2);
+    let leader = the_leader(&all, &[0, 1], 0);
+    let other = 1 - leader;
+    let pid = all[leader].pid().expect("running").to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let taken = holder(&all[other]).is_some_and(|h| all[other].log().contains(&h));
+        if taken && leads(&all[other]) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            signal("-CONT");
+            panic!("no takeover from a frozen leader: {}", all[other].log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leads(&all[leader]) {
+        assert!(
+            Instant::now() < deadline,
+            "the woken leader did not step down: {}",
+            all[leader].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        all[leader].log().contains("renew deadline"),
+        "{}",
+        all[leader].log()
+    );
+    assert_eq!(the_leader(&all, &[0, 1], other), other);
+}

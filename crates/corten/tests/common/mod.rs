@@ -258,6 +258,11 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL (no cleanup, as a crash).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
