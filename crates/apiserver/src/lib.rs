@@ -13,8 +13,10 @@
 //! - [`nodeproxy`]: pods/log, exec, attach and portforward, proxied to the node's agent;
 //!   [`nodeauth`]: node credentials for agents that present the join token;
 //! - [`bootstrap`]: the namespaces and `kubernetes` service every cluster has;
+//!   [`masterleases`]: its Endpoints list every live server when several share etcd;
 //! - [`pki`]: the cluster CA, serving certificate, the API server's client certificate for
-//!   agents, admin token, join token and kubeconfig.
+//!   agents, admin token, join token and kubeconfig; [`identity`]: the same CA and tokens for
+//!   every server on one etcd (stored encrypted with the join token).
 //!
 //! Invariant: this crate is the only one that opens the store; everything else is an API client.
 
@@ -35,8 +37,10 @@ pub mod delete;
 pub mod discovery;
 pub mod generic;
 pub mod handler;
+pub mod identity;
 pub mod instrumented;
 pub mod list;
+pub mod masterleases;
 pub mod metrics;
 pub mod nodeauth;
 pub mod nodeproxy;
@@ -69,6 +73,12 @@ pub struct Config {
     /// The datastore: None for the embedded SQLite store (`DATA_DIR/state.db`), or an etcd
     /// cluster. Certificates, tokens and the kubeconfig stay in `data_dir` either way.
     pub etcd: Option<store::etcd::EtcdConfig>,
+    /// The join token (`--token`): on etcd, the key to the cluster identity that the first
+    /// server stored (see [`identity`]); None: the one in `DATA_DIR/token`, or a new one.
+    pub token: Option<String>,
+    /// Extra DNS names and IP addresses for the serving certificate (`--tls-san`), e.g. a load
+    /// balancer's in front of several servers.
+    pub tls_sans: Vec<String>,
 }
 
 impl Default for Config {
@@ -80,6 +90,8 @@ impl Default for Config {
             compaction_interval: Duration::from_secs(300),
             compaction_keep: 10_000,
             etcd: None,
+            token: None,
+            tls_sans: vec![],
         }
     }
 }
@@ -100,6 +112,26 @@ pub struct Running {
     pub kubeconfig: PathBuf,
     /// Finishes when the server has stopped serving.
     pub serving: tokio::task::JoinHandle<()>,
+    /// Whether the datastore may be shared with other servers (etcd): then the compactor and
+    /// the controllers must run on one elected server only.
+    pub shared_datastore: bool,
+    /// The datastore compactor, for the caller to run (on the leader only, when shared).
+    pub compactor: Compactor,
+}
+
+/// Compacts the datastore on a schedule (see [`store::spawn_compactor`]).
+#[derive(Clone)]
+pub struct Compactor {
+    store: store::SharedStore,
+    interval: Duration,
+    keep: i64,
+}
+
+impl Compactor {
+    /// Starts compacting; abort the handle to stop.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        store::spawn_compactor(self.store.clone(), self.interval, self.keep)
+    }
 }
 
 /// Starts the API server; it serves until `shutdown` turns true. Returns once it accepts
@@ -135,19 +167,35 @@ pub async fn start(
             let db = config.data_dir.join("state.db");
             Arc::new(store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?)
         }
+        // API watches share one store watch per resource (`watchcache`).
         Some(etcd) => Arc::new(
             store::etcd::EtcdStore::connect(etcd)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
     };
-    store::spawn_compactor(
-        store.clone(),
-        config.compaction_interval,
-        config.compaction_keep,
-    );
+    let compactor = Compactor {
+        store: store.clone(),
+        interval: config.compaction_interval,
+        keep: config.compaction_keep,
+    };
 
-    let pki = pki::Pki::load_or_create(&config.data_dir, IpAddr::V4(alloc::KUBERNETES_SERVICE_IP))?;
+    let service_ip = IpAddr::V4(alloc::KUBERNETES_SERVICE_IP);
+    if config.etcd.is_some() {
+        identity::sync(
+            store.as_ref(),
+            &config.data_dir,
+            config.token.as_deref(),
+            service_ip,
+        )
+        .await?;
+    } else if let Some(token) = &config.token {
+        pki::write_private(
+            &config.data_dir.join("token"),
+            &format!("{}\n", token.trim()),
+        )?;
+    }
+    let pki = pki::Pki::load_or_create_with_sans(&config.data_dir, service_ip, &config.tls_sans)?;
     let host = primary_address();
     let port = listener.local_addr()?.port();
     let url = format!("https://127.0.0.1:{port}");
@@ -166,6 +214,9 @@ pub async fn start(
     bootstrap::run(&state, &host.to_string(), port)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
+    if config.etcd.is_some() {
+        masterleases::spawn(state.clone(), host.to_string(), port, shutdown.clone());
+    }
 
     let app = axum::Router::new()
         .fallback(handler::handle)
@@ -180,5 +231,7 @@ pub async fn start(
         url,
         kubeconfig,
         serving,
+        shared_datastore: config.etcd.is_some(),
+        compactor,
     })
 }

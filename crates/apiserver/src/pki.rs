@@ -65,7 +65,8 @@ fn new_join_token(ca_pem: &str) -> String {
     format!("{}node:{}", join_token_prefix(ca_pem), hex(&secret))
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Writes `contents` to `path` atomically, mode 0600.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -108,6 +109,16 @@ impl Pki {
     /// Loads the credentials under `data_dir`, creating what is missing.
     /// `service_ip` is the `kubernetes` service address (10.43.0.1).
     pub fn load_or_create(data_dir: &Path, service_ip: IpAddr) -> Result<Self> {
+        Self::load_or_create_with_sans(data_dir, service_ip, &[])
+    }
+
+    /// [`Pki::load_or_create`], with extra names and addresses (`--tls-san`) in the serving
+    /// certificate; a serving certificate that lacks one of them is made again.
+    pub fn load_or_create_with_sans(
+        data_dir: &Path,
+        service_ip: IpAddr,
+        extra_sans: &[String],
+    ) -> Result<Self> {
         let dir = data_dir.join("tls");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -139,7 +150,10 @@ impl Pki {
         let ca_pem = read(&p("ca.crt"))?;
         let ca_key_pem = read(&p("ca.key"))?;
 
-        if !p("serving.crt").exists() || !p("serving.key").exists() {
+        if !p("serving.crt").exists()
+            || !p("serving.key").exists()
+            || !has_sans(&p("serving.crt"), extra_sans)
+        {
             let issuer = issuer(&ca_pem, &ca_key_pem)?;
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(vec![
@@ -156,6 +170,32 @@ impl Pki {
             }
             let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?, service_ip];
             ips.extend(host_addresses());
+            for san in extra_sans {
+                match san.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => {
+                        let valid = !san.is_empty()
+                            && san.len() <= 253
+                            && san.split('.').all(|label| {
+                                !label.is_empty()
+                                    && label.len() <= 63
+                                    && label
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+                            });
+                        if !valid {
+                            anyhow::bail!(
+                                "--tls-san {san:?} is neither an IP address nor a DNS name"
+                            );
+                        }
+                        params.subject_alt_names.push(SanType::DnsName(
+                            san.clone()
+                                .try_into()
+                                .with_context(|| format!("--tls-san {san:?} is not a DNS name"))?,
+                        ));
+                    }
+                }
+            }
             ips.dedup();
             for ip in ips {
                 params.subject_alt_names.push(SanType::IpAddress(ip));
@@ -243,6 +283,43 @@ impl Pki {
     }
 }
 
+/// Whether the certificate at `path` names every one of `sans` (DNS names or IP addresses).
+fn has_sans(path: &Path, sans: &[String]) -> bool {
+    if sans.is_empty() {
+        return true;
+    }
+    use rustls::pki_types::pem::PemObject;
+    let Ok(der) = rustls::pki_types::CertificateDer::from_pem_file(path) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    let mut names: Vec<String> = vec![];
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    sans.iter().all(|san| {
+        let want = san
+            .parse::<IpAddr>()
+            .map_or_else(|_| san.to_ascii_lowercase(), |ip| ip.to_string());
+        names.iter().any(|n| n.eq_ignore_ascii_case(&want))
+    })
+}
+
 fn issuer(ca_pem: &str, ca_key_pem: &str) -> Result<Issuer<'static, KeyPair>> {
     let key = KeyPair::from_pem(ca_key_pem).context("CA key is unreadable")?;
     Issuer::from_ca_cert_pem(ca_pem, key).context("CA certificate is unreadable")
@@ -275,6 +352,25 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&token).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn tls_sans_are_added_and_the_certificate_remade_only_when_one_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "10.43.0.1".parse().unwrap();
+        let a = Pki::load_or_create(dir.path(), ip).unwrap();
+        let cert = dir.path().join("tls/serving.crt");
+        let sans = ["lb.example.com".to_string(), "192.0.2.10".to_string()];
+        assert!(!has_sans(&cert, &sans));
+        let b = Pki::load_or_create_with_sans(dir.path(), ip, &sans).unwrap();
+        assert_ne!(a.serving_cert_pem, b.serving_cert_pem);
+        assert!(has_sans(&cert, &sans));
+        assert!(has_sans(&cert, &["LB.example.com".to_string()]));
+        let c = Pki::load_or_create_with_sans(dir.path(), ip, &sans[..1]).unwrap();
+        assert_eq!(b.serving_cert_pem, c.serving_cert_pem);
+        assert_eq!(a.ca_pem, c.ca_pem);
+        let bad = Pki::load_or_create_with_sans(dir.path(), ip, &["not a name".to_string()]);
+        assert!(bad.is_err());
     }
 
     #[test]

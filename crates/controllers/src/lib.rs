@@ -21,6 +21,8 @@
 //! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //!
+//! [`leaderelection`] elects, through a Lease, the one server of several that runs them.
+//!
 //! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
@@ -38,6 +40,7 @@ pub mod endpointslice;
 pub mod garbagecollector;
 pub mod history;
 pub mod job;
+pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;

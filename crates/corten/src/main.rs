@@ -12,8 +12,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod datastore;
 mod images;
+mod leader;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
@@ -28,7 +30,7 @@ enum Command {
     /// Runs the control plane (API server on the embedded datastore or etcd).
     Server(ServerArgs),
     /// Runs a node agent that joins a server with the server's join token (DATA_DIR/token).
-    Agent(AgentArgs),
+    Agent(agent::AgentArgs),
     /// Runs simulated nodes: pods bound to them are reported Running without containers.
     SimNodes(SimNodesArgs),
     /// Manages the node's container images (offline import).
@@ -51,46 +53,6 @@ struct KillallArgs {
 }
 
 #[derive(clap::Args)]
-struct AgentArgs {
-    /// The server to join: `https://HOST:PORT`.
-    #[arg(long, env = "CORTEN_URL")]
-    server: String,
-    /// The join token (the server's DATA_DIR/token).
-    #[arg(long, env = "CORTEN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// A file holding the join token (wins over --token).
-    #[arg(long, env = "CORTEN_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Where the agent keeps its state (under DATA_DIR/agent).
-    #[arg(long, default_value = "/var/lib/corten")]
-    data_dir: PathBuf,
-    /// The node's name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The node's address (default: the source address of the default route).
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
-    /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
-    /// agent's own containerd.
-    #[arg(long)]
-    container_runtime_endpoint: Option<String>,
-    /// The port of the agent's HTTPS endpoint (kubelet's 10250).
-    #[arg(long, default_value_t = AGENT_PORT)]
-    agent_port: u16,
-    /// Extra Node labels, `KEY=VALUE` (repeatable).
-    #[arg(long = "node-label")]
-    node_labels: Vec<String>,
-    /// Do not run the service proxy on this node.
-    #[arg(long)]
-    disable_proxy: bool,
-    #[command(flatten)]
-    dns: DnsArgs,
-    /// Log filter (tracing's EnvFilter syntax).
-    #[arg(long, env = "CORTEN_LOG", default_value = "info")]
-    log: String,
-}
-
-#[derive(clap::Args)]
 struct SimNodesArgs {
     /// How many nodes to simulate.
     #[arg(long)]
@@ -101,6 +63,10 @@ struct SimNodesArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long, default_value = "/var/lib/corten/kubeconfig.yaml")]
     kubeconfig: PathBuf,
+    /// Reach these servers (`https://HOST:PORT`, comma-separated) instead of the kubeconfig's,
+    /// through a local load balancer, with the kubeconfig's credentials.
+    #[arg(long)]
+    server: Option<String>,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -155,6 +121,19 @@ struct ServerArgs {
     compaction_retain_revisions: i64,
     #[command(flatten)]
     datastore: datastore::EtcdArgs,
+    /// The join token. On etcd it also unlocks the cluster identity (CA, admin and join
+    /// tokens) that the first server stored: servers of one cluster share it.
+    #[arg(long, env = "CORTEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the join token (wins over --token).
+    #[arg(long, env = "CORTEN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// An extra DNS name or IP address for the API server's certificate (repeatable), e.g. of
+    /// a load balancer in front of several servers.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    #[command(flatten)]
+    leader: leader::LeaderArgs,
     /// Do not run the controller manager (the API server's in-process controllers).
     #[arg(long)]
     disable_controller_manager: bool,
@@ -193,7 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
-        Command::Agent(args) => agent(args),
+        Command::Agent(args) => agent::agent(args),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Images(cmd) => images::run(cmd),
         Command::Datastore(cmd) => block_on("warn", datastore::run(cmd)),
@@ -260,7 +239,23 @@ fn sim_nodes(args: SimNodesArgs) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
-        let client = client_from(&args.kubeconfig).await?;
+        let client = match &args.server {
+            None => client_from(&args.kubeconfig).await?,
+            Some(servers) => {
+                let servers = kubelet::loadbalancer::parse_servers(servers)?;
+                let lb = kubelet::loadbalancer::start(
+                    ([127, 0, 0, 1], 0).into(),
+                    servers,
+                    shutdown.clone(),
+                )
+                .await?;
+                let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
+                let mut config =
+                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+                config.cluster_url = format!("https://{lb}").parse()?;
+                kube::Client::try_from(config)?
+            }
+        };
         kubelet::run_simulated_nodes(client, &args.prefix, args.count, shutdown).await;
         anyhow::Ok(())
     });
@@ -278,8 +273,19 @@ fn server(args: ServerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let etcd = match args.datastore.config() {
-        Ok(etcd) => etcd,
+    let checked = args.datastore.config().and_then(|etcd| {
+        let token = match &args.token_file {
+            Some(path) => Some(leader::read_token(path)?),
+            None => args.token.as_ref().map(|t| t.trim().to_string()),
+        };
+        let election = etcd
+            .is_some()
+            .then(|| leader::config(&args.leader))
+            .transpose()?;
+        anyhow::Ok((etcd, token, election))
+    });
+    let (etcd, token, election) = match checked {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("corten: {e:#}");
             return ExitCode::FAILURE;
@@ -294,6 +300,8 @@ fn server(args: ServerArgs) -> ExitCode {
         ),
         compaction_keep: args.compaction_retain_revisions.max(0),
         etcd,
+        token,
+        tls_sans: args.tls_sans.clone(),
     };
     let agent = (!args.disable_agent).then(|| kubelet::AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
@@ -325,6 +333,7 @@ fn server(args: ServerArgs) -> ExitCode {
         ingress,
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
+        election,
         proxy: !args.disable_proxy,
         agent,
         dns,
@@ -333,93 +342,6 @@ fn server(args: ServerArgs) -> ExitCode {
         let rx = shutdown_on_signal();
         run_server(config, components, rx).await
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("corten: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A node agent joining a server with the join token.
-fn agent(args: AgentArgs) -> ExitCode {
-    init_logging(&args.log);
-    let token = match (&args.token_file, &args.token) {
-        (Some(path), _) => match std::fs::read_to_string(path) {
-            Ok(t) => t.trim().to_string(),
-            Err(e) => {
-                eprintln!("corten: cannot read the token file {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        (None, Some(t)) => t.trim().to_string(),
-        (None, None) => {
-            eprintln!("corten: a join token is needed: --token, --token-file or CORTEN_TOKEN");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &args.node_labels {
-        match l.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                labels.insert(k.to_string(), v.to_string());
-            }
-            _ => {
-                eprintln!("corten: --node-label {l:?}: expected KEY=VALUE");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let config = kubelet::AgentConfig {
-        node_name: args.node_name.unwrap_or_else(host_name),
-        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
-        data_dir: args.data_dir,
-        runtime_endpoint: args.container_runtime_endpoint,
-        cluster_dns: CLUSTER_DNS.into(),
-        cluster_domain: "cluster.local".into(),
-        cluster_cidr: controllers::nodeipam::DEFAULT_CLUSTER_CIDR.into(),
-        agent_port: args.agent_port,
-        labels,
-    };
-    let join = kubelet::credentials::Join {
-        server: args.server,
-        token,
-    };
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let dns = dns_config(&args.dns, true);
-    let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
-    let result = runtime.block_on(async move {
-        let shutdown = shutdown_on_signal();
-        let (creds, client) = kubelet::connect(&config, &join, shutdown.clone()).await?;
-        // The node's service proxy and cluster DNS, as API clients with the node's identity.
-        let mut components = tokio::task::JoinSet::new();
-        if let Some(proxy) = proxy {
-            let (client, shutdown) = (client.clone(), shutdown.clone());
-            components.spawn(async move {
-                if let Err(e) = proxy::run(client, proxy, shutdown).await {
-                    tracing::error!("service proxy: {e:#}");
-                }
-            });
-        }
-        if let Some(dns) = dns {
-            let (client, shutdown) = (client.clone(), shutdown.clone());
-            components.spawn(async move {
-                if let Err(e) = dns::run(client, dns, shutdown).await {
-                    tracing::error!("cluster DNS: {e:#}");
-                }
-            });
-        }
-        let result = kubelet::run_joined(config, creds, client, shutdown).await;
-        // Let them clean up (the proxy's table, the DNS interface).
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(10), components.join_all()).await;
-        result
-    });
-    // Let the supervised containerd stop (containers keep running).
-    runtime.shutdown_timeout(std::time::Duration::from_secs(12));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -439,7 +361,9 @@ async fn run_server(
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let bind_address = config.bind_address;
-    let running = apiserver::start(config, shutdown.clone()).await?;
+    // The API server stops after the leader's parts, so that the leader can release its Lease.
+    let (api_stop, api_shutdown) = tokio::sync::watch::channel(false);
+    let running = apiserver::start(config, api_shutdown).await?;
     // The agent reaches its own server on loopback, unless the server listens elsewhere only.
     let own_url = match bind_address {
         a if a.is_unspecified() || a.is_loopback() => running.url.clone(),
@@ -448,12 +372,25 @@ async fn run_server(
     };
     let client = client_from(&running.kubeconfig).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    if components.controller_manager {
-        tasks.spawn(controllers::run(client.clone(), shutdown.clone()));
-    }
-    if components.scheduler {
-        tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
-    }
+    // Controllers, scheduler and compactor: on the elected server only, when shared.
+    let leading = leader::Leading {
+        controller_manager: components.controller_manager,
+        scheduler: components.scheduler,
+        compactor: running.compactor.clone(),
+    };
+    let election = components.election.filter(|_| running.shared_datastore);
+    let leader = tokio::spawn(leader::run(
+        client.clone(),
+        leading,
+        election,
+        shutdown.clone(),
+    ));
+    let mut on_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = on_shutdown.wait_for(|s| *s).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(8), leader).await;
+        let _ = api_stop.send(true);
+    });
     if let Some(config) = components.dns {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -579,6 +516,8 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
 struct Components {
     controller_manager: bool,
     scheduler: bool,
+    /// Leader election settings (a shared datastore).
+    election: Option<controllers::leaderelection::Config>,
     proxy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,

@@ -3,6 +3,8 @@
 //!
 //! - [`credentials`]: the agent's identity, obtained from the server with the join token.
 //! - [`runtime`]: the CRI client and the agent's own supervised containerd.
+//! - [`loadbalancer`]: the local endpoint that spreads an agent's connections over several
+//!   API servers (`--server URL,URL`).
 //! - [`images`]: offline image import (`corten images import`, `DATA_DIR/agent/images/`).
 //! - [`node`]: registration, capacity, conditions, Lease.
 //! - [`network`]: the pod network (CNI bridge on the node's pod CIDR).
@@ -19,6 +21,7 @@
 pub mod credentials;
 pub mod events;
 pub mod images;
+pub mod loadbalancer;
 pub mod network;
 pub mod node;
 pub mod pods;

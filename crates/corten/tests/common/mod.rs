@@ -258,6 +258,11 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL (no cleanup, as a crash).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -414,12 +419,19 @@ impl SimNodes {
     /// Starts `count` simulated nodes named `{prefix}-{i}` and waits until kubectl lists
     /// them Ready.
     pub fn start_prefixed(c: &Cluster, prefix: &str, count: usize) -> Self {
+        Self::start_prefixed_with(c, prefix, count, &[])
+    }
+
+    /// Like [`SimNodes::start_prefixed`], with extra `corten sim-nodes` flags (e.g.
+    /// `--server URL,URL`).
+    pub fn start_prefixed_with(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Self {
         let log = std::fs::File::create(c.data_dir().join(format!("sim-nodes-{prefix}.log")))
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_corten"))
             .args(["sim-nodes", "--prefix", prefix])
             .args(["--count", &count.to_string(), "--kubeconfig"])
             .arg(c.kubeconfig())
+            .args(extra)
             .env("CORTEN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
