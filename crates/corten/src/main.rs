@@ -83,6 +83,9 @@ struct AgentArgs {
     /// Do not run the service proxy on this node.
     #[arg(long)]
     disable_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node.
+    #[arg(long)]
+    disable_network_policy: bool,
     #[command(flatten)]
     dns: DnsArgs,
     /// Log filter (tracing's EnvFilter syntax).
@@ -167,6 +170,9 @@ struct ServerArgs {
     /// Do not run the service proxy (it runs with the node agent).
     #[arg(long)]
     disable_proxy: bool,
+    /// Do not enforce NetworkPolicies (the controller runs with the node agent).
+    #[arg(long)]
+    disable_network_policy: bool,
     #[command(flatten)]
     ingress: IngressArgs,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
@@ -326,6 +332,7 @@ fn server(args: ServerArgs) -> ExitCode {
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
         proxy: !args.disable_proxy,
+        network_policy: !args.disable_network_policy,
         agent,
         dns,
     };
@@ -391,6 +398,7 @@ fn agent(args: AgentArgs) -> ExitCode {
     };
     let dns = dns_config(&args.dns, true);
     let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
+    let netpol = (!args.disable_network_policy).then(|| netpol::Config::new(&config.node_name));
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
         let (creds, client) = kubelet::connect(&config, &join, shutdown.clone()).await?;
@@ -401,6 +409,14 @@ fn agent(args: AgentArgs) -> ExitCode {
             components.spawn(async move {
                 if let Err(e) = proxy::run(client, proxy, shutdown).await {
                     tracing::error!("service proxy: {e:#}");
+                }
+            });
+        }
+        if let Some(netpol) = netpol {
+            let (client, shutdown) = (client.clone(), shutdown.clone());
+            components.spawn(async move {
+                if let Err(e) = netpol::run(client, netpol, shutdown).await {
+                    tracing::error!("network policy: {e:#}");
                 }
             });
         }
@@ -468,6 +484,19 @@ async fn run_server(
         tasks.spawn(async move {
             if let Err(e) = proxy::run(client, config, shutdown).await {
                 tracing::error!("service proxy: {e:#}");
+            }
+        });
+    }
+    if let Some(agent) = components
+        .agent
+        .as_ref()
+        .filter(|_| components.network_policy)
+    {
+        let (client, config) = (client.clone(), netpol::Config::new(&agent.node_name));
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = netpol::run(client, config, shutdown).await {
+                tracing::error!("network policy: {e:#}");
             }
         });
     }
@@ -580,6 +609,7 @@ struct Components {
     controller_manager: bool,
     scheduler: bool,
     proxy: bool,
+    network_policy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
     ingress: Option<ingress::Config>,
