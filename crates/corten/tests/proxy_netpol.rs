@@ -126,7 +126,15 @@ fn policies_isolate_allow_and_reopen() {
         assert!(out.status.success(), "{ns}/{pod} not Ready: {}", c.log());
     }
     let ip = |ns: &str, pod: &str| {
-        c.kubectl(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.podIP}"])
+        c.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            pod,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
     };
     let (web_ip, web_b_ip) = (ip("np-a", "web"), ip("np-b", "web-b"));
     let web_url = format!("http://{web_ip}:8080/");
@@ -147,7 +155,10 @@ fn policies_isolate_allow_and_reopen() {
     });
     assert!(!reaches(&c, "np-a", "allowed", &web_url, "web"));
     assert!(!reaches(&c, "np-b", "client-b", &web_url, "web"));
-    assert!(!reaches(&c, "np-a", "denied", svc_url, "web"), "through the service too");
+    assert!(
+        !reaches(&c, "np-a", "denied", svc_url, "web"),
+        "through the service too"
+    );
     // The node itself still reaches its pods (probes); np-b is unaffected, also from np-a.
     assert_eq!(from_node(&web_ip, 8080).as_deref(), Some("web"));
     assert!(reaches(&c, "np-a", "denied", &web_b_url, "web-b"));
@@ -164,9 +175,15 @@ fn policies_isolate_allow_and_reopen() {
     wait_for("labelled pod allowed", 15, || {
         reaches(&c, "np-a", "allowed", &web_url, "web")
     });
-    assert!(reaches(&c, "np-a", "allowed", svc_url, "web"), "through the service too");
+    assert!(
+        reaches(&c, "np-a", "allowed", svc_url, "web"),
+        "through the service too"
+    );
     assert!(!reaches(&c, "np-a", "denied", &web_url, "web"));
-    assert!(!reaches(&c, "np-a", "allowed", &web_9090, "web"), "port 9090 not allowed");
+    assert!(
+        !reaches(&c, "np-a", "allowed", &web_9090, "web"),
+        "port 9090 not allowed"
+    );
 
     // A namespaceSelector with a port range: np-b may use 8000-8100 (so 8080), not 9090.
     c.apply(ALLOW_TEAM_B);
@@ -207,7 +224,10 @@ spec:
         !reaches(&c, "np-a", "allowed", &web_url, "web")
     });
     assert!(reaches(&c, "np-a", "allowed", &web_b_url, "web-b"));
-    assert!(reaches(&c, "np-a", "denied", &web_url, "web"), "other pods keep egress");
+    assert!(
+        reaches(&c, "np-a", "denied", &web_url, "web"),
+        "other pods keep egress"
+    );
     // Egress isolation does not stop the node from reaching the pod, nor the replies.
     let allowed_ip = ip("np-a", "allowed");
     assert_eq!(from_node(&allowed_ip, 8080).as_deref(), Some("allowed"));
