@@ -320,7 +320,9 @@ fn rule_matches(
 /// Merges matches of the same peer and protocol (their port ranges joined; "every port"
 /// absorbs the rest), drops peers that select no pod, and sorts.
 fn merge(matches: Vec<Match>) -> Vec<Match> {
-    let mut by: BTreeMap<(Peer, Option<Proto>), Option<BTreeSet<(u16, u16)>>> = BTreeMap::new();
+    // (peer, protocol) → port ranges; None: every port.
+    type Ports = Option<BTreeSet<(u16, u16)>>;
+    let mut by: BTreeMap<(Peer, Option<Proto>), Ports> = BTreeMap::new();
     for m in matches {
         if matches!(&m.peer, Peer::Ips(ips) if ips.is_empty()) {
             continue;
