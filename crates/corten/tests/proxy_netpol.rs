@@ -228,6 +228,20 @@ spec:
         reaches(&c, "np-a", "denied", &web_url, "web"),
         "other pods keep egress"
     );
+    // Traffic to its own node stays allowed: the node-local cluster DNS answers.
+    let lookup = c.try_kubectl(&[
+        "exec",
+        "-n",
+        "np-a",
+        "allowed",
+        "--",
+        "nslookup",
+        "web.np-a.svc.cluster.local",
+    ]);
+    assert!(
+        lookup.status.success(),
+        "DNS under an egress policy: {lookup:?}"
+    );
     // Egress isolation does not stop the node from reaching the pod, nor the replies.
     let allowed_ip = ip("np-a", "allowed");
     assert_eq!(from_node(&allowed_ip, 8080).as_deref(), Some("allowed"));

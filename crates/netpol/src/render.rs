@@ -9,9 +9,6 @@
 //!     ct state established,related accept
 //!     ip saddr vmap @egress-pods
 //!     ip daddr vmap @ingress-pods }
-//!   chain input { type filter hook input priority 0; policy accept;   # pod → this node
-//!     ct state established,related accept
-//!     ip saddr vmap @egress-pods }
 //!   chain ingress-10.42.0.5 {
 //!     ip saddr { 10.42.0.7, 10.42.1.3 } meta l4proto tcp th dport { 80, 8000-8080 } return
 //!     ip saddr 192.168.0.0/16 ip saddr != { 192.168.1.0/24 } return
@@ -22,9 +19,11 @@
 //! ```
 //!
 //! The filter chains run after the service proxy's DNAT (prerouting, priority -100), so they
-//! see the pod a service address was translated to. Traffic the node itself sends to its
-//! pods (probes) takes the output hook and is never filtered; replies to allowed connections
-//! pass through `ct state established,related`. Pod-to-pod traffic on one node crosses the
+//! see the pod a service address was translated to. Traffic between a pod and its own node is
+//! always allowed, as upstream specifies: what the node sends to its pods (probes) takes the
+//! output hook, and what pods send to it (the node-local cluster DNS included) the input hook,
+//! neither of which is hooked here. Replies to allowed connections pass through
+//! `ct state established,related`. Pod-to-pod traffic on one node crosses the
 //! corten0 bridge and reaches these chains through br_netfilter (`bridge-nf-call-iptables`).
 
 use nftables::schema::{Chain, NfCmd, NfListObject, Rule};
@@ -184,22 +183,15 @@ pub fn full(table: &str, model: &Model) -> Batch {
         ]
     };
     let vmap = |key: Expr, map: &str| vec![proxy::nft::vmap_named(key, map)];
-    for (name, hook, rules) in [
-        (
-            "forward",
-            NfHook::Forward,
-            vec![
-                established(),
-                vmap(field("ip", "saddr"), EGRESS_PODS),
-                vmap(field("ip", "daddr"), INGRESS_PODS),
-            ],
-        ),
-        (
-            "input",
-            NfHook::Input,
-            vec![established(), vmap(field("ip", "saddr"), EGRESS_PODS)],
-        ),
-    ] {
+    for (name, hook, rules) in [(
+        "forward",
+        NfHook::Forward,
+        vec![
+            established(),
+            vmap(field("ip", "saddr"), EGRESS_PODS),
+            vmap(field("ip", "daddr"), INGRESS_PODS),
+        ],
+    )] {
         let mut c = chain(name);
         c._type = Some(NfChainType::Filter);
         c.hook = Some(hook);
