@@ -173,6 +173,10 @@ struct ServerArgs {
     /// Do not enforce NetworkPolicies (the controller runs with the node agent).
     #[arg(long)]
     disable_network_policy: bool,
+    /// Give LoadBalancer Services addresses from this IPv4 CIDR (bound by one node each,
+    /// MetalLB L2 style) instead of the nodes' addresses.
+    #[arg(long, value_name = "CIDR")]
+    lb_pool: Option<String>,
     #[command(flatten)]
     ingress: IngressArgs,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
@@ -327,7 +331,20 @@ fn server(args: ServerArgs) -> ExitCode {
         .as_ref()
         .filter(|_| !args.ingress.disable_ingress)
         .map(|agent| ingress_config(&args.ingress, agent.node_ip));
+    let lb_pool = match args
+        .lb_pool
+        .as_deref()
+        .map(|p| (p, controllers::nodeipam::Ipv4Net::parse(p)))
+    {
+        None => None,
+        Some((_, Some(net))) => Some(net),
+        Some((p, None)) => {
+            eprintln!("corten: --lb-pool {p:?}: expected an IPv4 CIDR such as 192.168.1.240/28");
+            return ExitCode::FAILURE;
+        }
+    };
     let components = Components {
+        controller_options: controllers::Options { lb_pool },
         ingress,
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
@@ -465,7 +482,11 @@ async fn run_server(
     let client = client_from(&running.kubeconfig).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if components.controller_manager {
-        tasks.spawn(controllers::run(client.clone(), shutdown.clone()));
+        tasks.spawn(controllers::run(
+            client.clone(),
+            components.controller_options.clone(),
+            shutdown.clone(),
+        ));
     }
     if components.scheduler {
         tasks.spawn(scheduler::run(client.clone(), shutdown.clone()));
@@ -607,6 +628,7 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
+    controller_options: controllers::Options,
     scheduler: bool,
     proxy: bool,
     network_policy: bool,

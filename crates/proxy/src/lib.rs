@@ -11,7 +11,9 @@
 //! - [`batch`]: rendered rulesets → one nft JSON transaction, the whole table or only the
 //!   difference;
 //! - [`sync`]: applies transactions with `nft -j -f -` (the `nftables` crate);
-//! - [`nft`]: constructors for the `nftables` crate's schema types.
+//! - [`nft`]: constructors for the `nftables` crate's schema types;
+//! - [`lb`]: binds the LoadBalancer pool addresses this node announces (`corten-lb0`, through
+//!   [`iface`], which also holds the cluster DNS address).
 //!
 //! Bursts of watch events are coalesced ([`Config::debounce`]); each sync is one atomic
 //! transaction. The first sync replaces the table whole (stale rules from a crash go); the
@@ -20,6 +22,8 @@
 
 pub mod batch;
 pub mod events;
+pub mod iface;
+pub mod lb;
 pub mod model;
 pub mod nft;
 pub mod render;
@@ -161,7 +165,7 @@ pub async fn run(
     let slice_stream = reflector::reflector(
         slice_writer,
         watcher(
-            Api::<EndpointSlice>::all(client),
+            Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
         ),
     );
@@ -169,6 +173,12 @@ pub async fn run(
         tokio::spawn(follow(svc_stream, pending.clone(), 0)),
         tokio::spawn(follow(slice_stream, pending.clone(), 1)),
     ];
+    // The LoadBalancer pool addresses this node announces (see `lb`).
+    let lb = tokio::spawn(lb::run(
+        client.clone(),
+        config.node_name.clone(),
+        shutdown.clone(),
+    ));
     let result = sync_loop(
         &mut syncer,
         &config,
@@ -181,6 +191,10 @@ pub async fn run(
     for w in watches {
         w.abort();
     }
+    if result.is_err() {
+        lb.abort(); // it stops with `shutdown` otherwise
+    }
+    let _ = lb.await;
     match syncer.remove().await {
         Ok(()) => tracing::info!(table = %config.table, "service proxy stopped; table removed"),
         Err(e) => tracing::warn!("service proxy: removing the table: {e:#}"),
