@@ -208,7 +208,16 @@ fn main() -> ExitCode {
         Command::Images(cmd) => images::run(cmd),
         Command::Datastore(cmd) => block_on("warn", datastore::run(cmd)),
         Command::Killall(args) => block_on("info", async move {
-            if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
+            for iface in [dns::iface::INTERFACE, proxy::lb::INTERFACE] {
+                if let Err(e) = proxy::iface::remove(iface) {
+                    eprintln!("corten: {e:#}");
+                }
+            }
+            // The node's NetworkPolicy table (the proxy's goes with a clean stop; a crash
+            // leaves both, and the next start replaces them).
+            let netpol =
+                proxy::batch::remove_table(proxy::nftables::types::NfFamily::INet, netpol::TABLE);
+            if let Err(e) = proxy::sync::apply(&netpol).await {
                 eprintln!("corten: {e:#}");
             }
             kubelet::killall(&args.data_dir).await
