@@ -50,8 +50,15 @@ pub mod servicelb;
 pub mod statefulset;
 pub mod volumes;
 
+/// Settings of the controllers that have any.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The LoadBalancer address pool (`--lb-pool`); None: LoadBalancers get node addresses.
+    pub lb_pool: Option<nodeipam::Ipv4Net>,
+}
+
 /// Runs every controller until `shutdown` turns true.
-pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
     spawn(
@@ -77,7 +84,11 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
         "endpointslice",
         endpointslice::run(client.clone()),
     );
-    spawn(&mut tasks, "servicelb", servicelb::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "servicelb",
+        servicelb::run(client.clone(), options.lb_pool),
+    );
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }

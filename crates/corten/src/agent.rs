@@ -49,6 +49,9 @@ pub struct AgentArgs {
     /// Do not run the service proxy on this node.
     #[arg(long)]
     disable_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node.
+    #[arg(long)]
+    disable_network_policy: bool,
     #[command(flatten)]
     dns: DnsArgs,
     /// Log filter (tracing's EnvFilter syntax).
@@ -116,6 +119,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
     };
     let dns = dns_config(&args.dns, true);
     let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
+    let netpol = (!args.disable_network_policy).then(|| netpol::Config::new(&config.node_name));
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
         if let [only] = servers.as_slice() {
@@ -126,13 +130,22 @@ pub fn agent(args: AgentArgs) -> ExitCode {
             join.server = format!("https://{lb}");
         }
         let (creds, client) = kubelet::connect(&config, &join, shutdown.clone()).await?;
-        // The node's service proxy and cluster DNS, as API clients with the node's identity.
+        // The node's service proxy, NetworkPolicy controller and cluster DNS, as API clients
+        // with the node's identity.
         let mut components = tokio::task::JoinSet::new();
         if let Some(proxy) = proxy {
             let (client, shutdown) = (client.clone(), shutdown.clone());
             components.spawn(async move {
                 if let Err(e) = proxy::run(client, proxy, shutdown).await {
                     tracing::error!("service proxy: {e:#}");
+                }
+            });
+        }
+        if let Some(netpol) = netpol {
+            let (client, shutdown) = (client.clone(), shutdown.clone());
+            components.spawn(async move {
+                if let Err(e) = netpol::run(client, netpol, shutdown).await {
+                    tracing::error!("network policy: {e:#}");
                 }
             });
         }
@@ -145,7 +158,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
             });
         }
         let result = kubelet::run_joined(config, creds, client, shutdown).await;
-        // Let them clean up (the proxy's table, the DNS interface).
+        // Let them clean up (the proxy's and netpol's tables, the DNS interface).
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(10), components.join_all()).await;
         result

@@ -53,6 +53,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct Leading {
     /// Run the controller manager.
     pub controller_manager: bool,
+    /// The controllers' options (`--lb-pool`).
+    pub controller_options: controllers::Options,
     /// Run the scheduler.
     pub scheduler: bool,
     /// The datastore compactor.
@@ -91,7 +93,11 @@ pub fn config(args: &LeaderArgs) -> anyhow::Result<controllers::leaderelection::
 async fn lead(client: kube::Client, leading: std::sync::Arc<Leading>, stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     if leading.controller_manager {
-        tasks.spawn(controllers::run(client.clone(), stop.clone()));
+        tasks.spawn(controllers::run(
+            client.clone(),
+            leading.controller_options.clone(),
+            stop.clone(),
+        ));
     }
     if leading.scheduler {
         tasks.spawn(scheduler::run(client.clone(), stop.clone()));

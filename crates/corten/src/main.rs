@@ -146,6 +146,13 @@ struct ServerArgs {
     /// Do not run the service proxy (it runs with the node agent).
     #[arg(long)]
     disable_proxy: bool,
+    /// Do not enforce NetworkPolicies (the controller runs with the node agent).
+    #[arg(long)]
+    disable_network_policy: bool,
+    /// Give LoadBalancer Services addresses from this IPv4 CIDR (bound by one node each,
+    /// MetalLB L2 style) instead of the nodes' addresses.
+    #[arg(long, value_name = "CIDR")]
+    lb_pool: Option<String>,
     #[command(flatten)]
     ingress: IngressArgs,
     /// Use an existing CRI runtime (`unix:///run/containerd/containerd.sock`) instead of the
@@ -177,7 +184,16 @@ fn main() -> ExitCode {
         Command::Images(cmd) => images::run(cmd),
         Command::Datastore(cmd) => block_on("warn", datastore::run(cmd)),
         Command::Killall(args) => block_on("info", async move {
-            if let Err(e) = dns::iface::remove(dns::iface::INTERFACE) {
+            for iface in [dns::iface::INTERFACE, proxy::lb::INTERFACE] {
+                if let Err(e) = proxy::iface::remove(iface) {
+                    eprintln!("corten: {e:#}");
+                }
+            }
+            // The node's NetworkPolicy table (the proxy's goes with a clean stop; a crash
+            // leaves both, and the next start replaces them).
+            let netpol =
+                proxy::batch::remove_table(proxy::nftables::types::NfFamily::INet, netpol::TABLE);
+            if let Err(e) = proxy::sync::apply(&netpol).await {
                 eprintln!("corten: {e:#}");
             }
             kubelet::killall(&args.data_dir).await
@@ -329,12 +345,26 @@ fn server(args: ServerArgs) -> ExitCode {
         .as_ref()
         .filter(|_| !args.ingress.disable_ingress)
         .map(|agent| ingress_config(&args.ingress, agent.node_ip));
+    let lb_pool = match args
+        .lb_pool
+        .as_deref()
+        .map(|p| (p, controllers::nodeipam::Ipv4Net::parse(p)))
+    {
+        None => None,
+        Some((_, Some(net))) => Some(net),
+        Some((p, None)) => {
+            eprintln!("corten: --lb-pool {p:?}: expected an IPv4 CIDR such as 192.168.1.240/28");
+            return ExitCode::FAILURE;
+        }
+    };
     let components = Components {
+        controller_options: controllers::Options { lb_pool },
         ingress,
         controller_manager: !args.disable_controller_manager,
         scheduler: !args.disable_scheduler,
         election,
         proxy: !args.disable_proxy,
+        network_policy: !args.disable_network_policy,
         agent,
         dns,
     };
@@ -375,6 +405,7 @@ async fn run_server(
     // Controllers, scheduler and compactor: on the elected server only, when shared.
     let leading = leader::Leading {
         controller_manager: components.controller_manager,
+        controller_options: components.controller_options.clone(),
         scheduler: components.scheduler,
         compactor: running.compactor.clone(),
     };
@@ -405,6 +436,19 @@ async fn run_server(
         tasks.spawn(async move {
             if let Err(e) = proxy::run(client, config, shutdown).await {
                 tracing::error!("service proxy: {e:#}");
+            }
+        });
+    }
+    if let Some(agent) = components
+        .agent
+        .as_ref()
+        .filter(|_| components.network_policy)
+    {
+        let (client, config) = (client.clone(), netpol::Config::new(&agent.node_name));
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = netpol::run(client, config, shutdown).await {
+                tracing::error!("network policy: {e:#}");
             }
         });
     }
@@ -515,10 +559,12 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
+    controller_options: controllers::Options,
     scheduler: bool,
     /// Leader election settings (a shared datastore).
     election: Option<controllers::leaderelection::Config>,
     proxy: bool,
+    network_policy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
     ingress: Option<ingress::Config>,

@@ -1,9 +1,15 @@
 //! Pod networking across two nodes: the server's node and a second node (`corten agent` in a
 //! network namespace, a host of its own on a shared /30). Each agent routes the other node's
 //! pod CIDR through the other node's address (host-gw); each node runs its own service proxy
-//! and cluster DNS. Pods reach each other by pod IP and by service name in both directions.
+//! and cluster DNS. Pods reach each other by pod IP and by service name in both directions,
+//! under their own addresses (no masquerading inside the cluster CIDR); traffic leaving the
+//! cluster is masqueraded to the node's address; a NetworkPolicy on the second node admits the
+//! server node's pod by its address and refuses what it does not select.
 
 mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
 
 use common::Cluster;
 use common::hosts::{Agent, Host};
@@ -26,7 +32,7 @@ spec:
   containers:
   - name: httpd
     image: BUSYBOX
-    command: ["sh", "-c", "mkdir -p /www && echo 'hello from second' > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && echo 'hello from second' > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"]
 ---
 apiVersion: v1
 kind: Service
@@ -144,6 +150,85 @@ fn pods_reach_pods_and_services_on_the_other_node() {
             "http://on-server.default.svc.cluster.local/",
         )
         .contains("Welcome to nginx")
+    });
+
+    // The second node's pod sees the server node's pod under its own address.
+    // (busybox httpd writes an IPv4 peer as `[::ffff:A.B.C.D]`.)
+    wait_for("source address kept across nodes", 30, || {
+        let seen = fetch(
+            &c,
+            "on-server",
+            &format!("http://{second_ip}:8080/cgi-bin/ip"),
+        );
+        let seen = seen
+            .trim()
+            .trim_start_matches("[::ffff:")
+            .trim_end_matches(']');
+        seen == server_ip
+    });
+    // Leaving the cluster CIDR (here: to the server host's address), a pod is masqueraded
+    // to its node's address. A listener on this host answers with the peer it saw.
+    let listener = TcpListener::bind((host.host_ip.as_str(), 0)).expect("listener");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\n{peer}\n");
+        }
+    });
+    wait_for("second pod → host, masqueraded", 30, || {
+        fetch(&c, "on-second", &format!("http://{}:{port}/", host.host_ip)).trim() == host.ns_ip
+    });
+
+    // A NetworkPolicy on the second node's pod admits the server's pod by its address ...
+    let policy = |from_app: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: only-from}}
+spec:
+  podSelector: {{matchLabels: {{app: on-second}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{app: {from_app}}}}}}}]
+    ports: [{{port: 8080}}]
+"
+        )
+    };
+    let from_server_host = || {
+        std::process::Command::new("timeout")
+            .args([
+                "3",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{second_ip}/8080"),
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        from_server_host(),
+        "no policy yet: the server host connects"
+    );
+    c.apply(&policy("on-server"));
+    wait_for("other node's host refused", 30, || !from_server_host());
+    assert_eq!(
+        fetch(&c, "on-server", &format!("http://{second_ip}:8080/")),
+        "hello from second\n"
+    );
+    // ... and refuses it once the policy selects another app.
+    c.apply(&policy("nobody"));
+    wait_for("server pod refused", 30, || {
+        fetch(&c, "on-server", &format!("http://{second_ip}:8080/")).is_empty()
+    });
+    c.kubectl(&["delete", "networkpolicy", "only-from"]);
+    wait_for("reopened", 30, || {
+        fetch(&c, "on-server", &format!("http://{second_ip}:8080/")) == "hello from second\n"
     });
     drop(agent);
 }

@@ -220,6 +220,9 @@ pub async fn run_joined(
             &ipam_dir,
         )?;
     }
+    if let Err(e) = network::install_masquerade(&pod_cidr, &config.cluster_cidr).await {
+        tracing::error!("pods cannot reach beyond the cluster: {e:#}");
+    }
     let _ = net_tx.send(true);
     let routes = tokio::spawn(routes::run(client.clone(), config.node_name.clone()));
     tracing::info!(node = %config.node_name, %pod_cidr, "node agent ready");
@@ -288,6 +291,9 @@ pub async fn killall(data_dir: &std::path::Path) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     unmount_under(data_dir);
+    if let Err(e) = network::remove_masquerade().await {
+        tracing::warn!("removing the pod masquerading table: {e:#}");
+    }
     Ok(())
 }
 

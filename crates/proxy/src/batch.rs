@@ -46,19 +46,23 @@ impl Batch {
         json!({"nftables": self.cmds}).to_string()
     }
 
-    fn cmd(&mut self, cmd: NfCmd<'_>) {
+    /// Appends a command of the `nftables` crate's schema.
+    pub fn cmd(&mut self, cmd: NfCmd<'_>) {
         // Serializing the crate's schema types cannot fail (no maps with non-string keys).
         if let Ok(v) = serde_json::to_value(cmd) {
             self.cmds.push(v);
         }
     }
-}
 
-fn table(cfg: &RenderConfig) -> Table<'static> {
-    Table {
-        family: NfFamily::IP,
-        name: cfg.table.clone().into(),
-        handle: None,
+    /// Appends a command written as raw JSON of the same schema (for objects the crate's
+    /// types lack, e.g. verdict maps).
+    pub fn raw(&mut self, cmd: Json) {
+        self.cmds.push(cmd);
+    }
+
+    /// The commands so far (for tests and logs).
+    pub fn commands(&self) -> &[Json] {
+        &self.cmds
     }
 }
 
@@ -138,9 +142,7 @@ fn elements<'a>(
 /// The whole table for `rs`, replacing whatever table of that name exists.
 pub fn full(cfg: &RenderConfig, rs: &Ruleset) -> Batch {
     let mut b = Batch::default();
-    b.cmd(NfCmd::Add(NfListObject::Table(table(cfg))));
-    b.cmd(NfCmd::Delete(NfListObject::Table(table(cfg))));
-    b.cmd(NfCmd::Add(NfListObject::Table(table(cfg))));
+    replace_table(&mut b, NfFamily::IP, &cfg.table);
     let ip_proto_port = ["ipv4_addr", "inet_proto", "inet_service"];
     let proto_port = ["inet_proto", "inet_service"];
     b.cmds.push(verdict_map(cfg, SERVICE_IPS, &ip_proto_port));
@@ -258,8 +260,28 @@ pub fn diff(cfg: &RenderConfig, old: &Ruleset, new: &Ruleset) -> Batch {
 
 /// `delete table` (for a clean shutdown). `add` first, so it succeeds when there is none.
 pub fn remove(cfg: &RenderConfig) -> Batch {
+    remove_table(NfFamily::IP, &cfg.table)
+}
+
+/// `add table; delete table` for any table: removes it whether or not it exists.
+pub fn remove_table(family: NfFamily, name: &str) -> Batch {
     let mut b = Batch::default();
-    b.cmd(NfCmd::Add(NfListObject::Table(table(cfg))));
-    b.cmd(NfCmd::Delete(NfListObject::Table(table(cfg))));
+    replace_table(&mut b, family, name);
+    b.cmds.pop();
     b
+}
+
+/// `add table; delete table; add table`: the start of a transaction that replaces a table
+/// whole (whatever was in it, stale rules from a crash included, goes).
+pub fn replace_table(b: &mut Batch, family: NfFamily, name: &str) {
+    let t = || {
+        NfListObject::Table(Table {
+            family,
+            name: name.to_string().into(),
+            handle: None,
+        })
+    };
+    b.cmd(NfCmd::Add(t()));
+    b.cmd(NfCmd::Delete(t()));
+    b.cmd(NfCmd::Add(t()));
 }

@@ -11,7 +11,9 @@
 //! - [`batch`]: rendered rulesets → one nft JSON transaction, the whole table or only the
 //!   difference;
 //! - [`sync`]: applies transactions with `nft -j -f -` (the `nftables` crate);
-//! - [`nft`]: constructors for the `nftables` crate's schema types.
+//! - [`nft`]: constructors for the `nftables` crate's schema types;
+//! - [`lb`]: binds the LoadBalancer pool addresses this node announces (`corten-lb0`, through
+//!   [`iface`], which also holds the cluster DNS address).
 //!
 //! Bursts of watch events are coalesced ([`Config::debounce`]); each sync is one atomic
 //! transaction. The first sync replaces the table whole (stale rules from a crash go); the
@@ -19,25 +21,31 @@
 //! first watch event it covers to its rules being live (`latency_ms`).
 
 pub mod batch;
+pub mod events;
+pub mod iface;
+pub mod lb;
 pub mod model;
 pub mod nft;
 pub mod render;
 pub mod sync;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use events::{Pending, follow};
+
+/// The `nftables` crate, re-exported for the other nft users (masquerading, NetworkPolicy).
+pub use nftables;
 pub use render::RenderConfig;
 pub use sync::Syncer;
 
@@ -110,65 +118,29 @@ pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u32)> {
     Ok((addr, len))
 }
 
-/// Watch events not yet reflected in the table: when the first of them arrived.
-#[derive(Default)]
-struct Pending {
-    since: Mutex<Option<Instant>>,
-    notify: Notify,
-    ready: Mutex<[bool; 2]>,
-}
-
-impl Pending {
-    fn mark(&self) {
-        if let Ok(mut since) = self.since.lock() {
-            since.get_or_insert_with(Instant::now);
-        }
-        self.notify.notify_one();
-    }
-
-    fn take(&self) -> Option<Instant> {
-        self.since.lock().ok().and_then(|mut s| s.take())
-    }
-}
-
-/// Feeds a reflector's events into `pending` (which of the two watches it is: `which`).
-async fn follow<K, S>(stream: S, pending: Arc<Pending>, which: usize)
-where
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-{
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::InitDone) => {
-                if let Ok(mut r) = pending.ready.lock() {
-                    r[which] = true;
-                }
-                pending.mark();
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(_) => pending.mark(),
-            Err(e) => {
-                tracing::debug!("proxy watch: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 /// Sets the kernel switches the rules rely on: `route_localnet` (NodePorts on 127.0.0.1)
 /// and `bridge-nf-call-iptables` (same-node pod → service → pod replies pass conntrack).
 fn sysctls() {
     for (path, value) in [
         ("/proc/sys/net/ipv4/conf/all/route_localnet", "1"),
-        ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+        (BRIDGE_NF_CALL_IPTABLES, "1"),
         ("/proc/sys/net/ipv4/ip_forward", "1"),
     ] {
-        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
-            continue;
-        }
-        if let Err(e) = std::fs::write(path, value) {
-            tracing::warn!("cannot set {path}: {e}");
-        }
+        set_sysctl(path, value);
+    }
+}
+
+/// The switch that sends bridged IPv4 traffic (pod to pod on one node) through the ip/inet
+/// hooks (br_netfilter).
+pub const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Writes `value` to the sysctl file `path` unless it holds it already (a warning if it cannot).
+pub fn set_sysctl(path: &str, value: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, value) {
+        tracing::warn!("cannot set {path}: {e}");
     }
 }
 
@@ -180,7 +152,7 @@ pub async fn run(
 ) -> Result<()> {
     let mut syncer = Syncer::new(config.render_config()?);
     sysctls();
-    let pending = Arc::new(Pending::default());
+    let pending = Arc::new(Pending::new(2));
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let svc_stream = reflector::reflector(
@@ -193,7 +165,7 @@ pub async fn run(
     let slice_stream = reflector::reflector(
         slice_writer,
         watcher(
-            Api::<EndpointSlice>::all(client),
+            Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
         ),
     );
@@ -201,6 +173,12 @@ pub async fn run(
         tokio::spawn(follow(svc_stream, pending.clone(), 0)),
         tokio::spawn(follow(slice_stream, pending.clone(), 1)),
     ];
+    // The LoadBalancer pool addresses this node announces (see `lb`).
+    let lb = tokio::spawn(lb::run(
+        client.clone(),
+        config.node_name.clone(),
+        shutdown.clone(),
+    ));
     let result = sync_loop(
         &mut syncer,
         &config,
@@ -213,6 +191,10 @@ pub async fn run(
     for w in watches {
         w.abort();
     }
+    if result.is_err() {
+        lb.abort(); // it stops with `shutdown` otherwise
+    }
+    let _ = lb.await;
     match syncer.remove().await {
         Ok(()) => tracing::info!(table = %config.table, "service proxy stopped; table removed"),
         Err(e) => tracing::warn!("service proxy: removing the table: {e:#}"),
@@ -234,7 +216,7 @@ async fn sync_loop(
             _ = pending.notify.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
-        if !pending.ready.lock().map(|r| r[0] && r[1]).unwrap_or(false) {
+        if !pending.all_ready() {
             continue; // wait for both initial lists before touching the table
         }
         tokio::time::sleep(config.debounce).await;
