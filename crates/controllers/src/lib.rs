@@ -20,6 +20,8 @@
 //!   mode, suspend, TTL after finished).
 //! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
+//! - [`nodelifecycle`]: marks silent nodes Unknown and taints nodes by their conditions.
+//! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
 //! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
@@ -40,15 +42,29 @@ pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resources;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
+pub mod tainteviction;
 pub mod volumes;
 
+/// Settings of the controllers (the controller manager's flags).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The node lifecycle controller's settings.
+    pub node_lifecycle: nodelifecycle::Config,
+}
+
+/// Runs every controller with the default settings until `shutdown` turns true.
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    run_with(client, Config::default(), shutdown).await
+}
+
 /// Runs every controller until `shutdown` turns true.
-pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_with(client: Client, config: Config, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
     spawn(
@@ -75,6 +91,16 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
         endpointslice::run(client.clone()),
     );
     spawn(&mut tasks, "servicelb", servicelb::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "nodelifecycle",
+        nodelifecycle::run(client.clone(), config.node_lifecycle),
+    );
+    spawn(
+        &mut tasks,
+        "tainteviction",
+        tainteviction::run(client.clone()),
+    );
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }
