@@ -33,6 +33,7 @@ pub mod bootstrap;
 pub mod datastore;
 pub mod delete;
 pub mod discovery;
+pub mod eviction;
 pub mod generic;
 pub mod handler;
 pub mod instrumented;

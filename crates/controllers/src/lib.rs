@@ -21,6 +21,7 @@
 //! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //! - [`nodelifecycle`]: marks silent nodes Unknown and taints nodes by their conditions.
+//! - [`disruption`]: the status of PodDisruptionBudgets, which the eviction API honours.
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
 //! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
@@ -35,6 +36,7 @@ pub mod controller_utils;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -101,6 +103,7 @@ pub async fn run_with(client: Client, config: Config, mut shutdown: watch::Recei
         "tainteviction",
         tainteviction::run(client.clone()),
     );
+    spawn(&mut tasks, "disruption", disruption::run(client.clone()));
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }
