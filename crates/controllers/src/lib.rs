@@ -8,7 +8,8 @@
 //!   orphan deletion (the `foregroundDeletion` / `orphan` finalizers).
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
-//! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
+//! - [`replicaset`]: keeps a ReplicaSet's (or a ReplicationController's) pods at its replica
+//!   count.
 //! - [`endpoints`]: Endpoints of the ready and not-ready pods each Service selects.
 //! - [`endpointslice`]: discovery.k8s.io/v1 EndpointSlices of the pods each Service selects.
 //! - [`servicelb`]: the built-in load balancer: LoadBalancer Services get the node addresses.
@@ -80,6 +81,11 @@ pub async fn run_with(client: Client, config: Config, mut shutdown: watch::Recei
         serviceaccount::run(client.clone()),
     );
     spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "replicationcontroller",
+        replicaset::run_replication_controllers(client.clone()),
+    );
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
     spawn(&mut tasks, "statefulset", statefulset::run(client.clone()));
