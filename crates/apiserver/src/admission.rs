@@ -2,7 +2,9 @@
 //! DefaultIngressClass (an Ingress that names no class gets the cluster's default
 //! IngressClass, the newest if several are marked default) and DefaultTolerationSeconds (a
 //! pod gets NoExecute tolerations of the `not-ready` and `unreachable` taints for 300 s unless
-//! it tolerates them already). Runs before validation.
+//! it tolerates them already) and LimitRanger's defaults ([`crate::limitranger`]). Runs
+//! before validation; the validating plugins (LimitRanger's checks, ResourceQuota in
+//! [`crate::quota`]) run after it.
 
 use serde_json::Value;
 
@@ -26,6 +28,7 @@ impl ApiState {
         }
         if res.group.is_empty() && res.plural == "pods" {
             default_toleration_seconds(obj);
+            self.default_limits(obj).await?;
         }
         Ok(())
     }

@@ -23,6 +23,7 @@
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
 //! - [`nodelifecycle`]: marks silent nodes Unknown and taints nodes by their conditions.
 //! - [`disruption`]: the status of PodDisruptionBudgets, which the eviction API honours.
+//! - [`resourcequota`]: the `status.hard` / `status.used` of ResourceQuotas.
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
 //! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
@@ -47,6 +48,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod resources;
 pub mod serviceaccount;
 pub mod servicelb;
@@ -110,6 +112,11 @@ pub async fn run_with(client: Client, config: Config, mut shutdown: watch::Recei
         tainteviction::run(client.clone()),
     );
     spawn(&mut tasks, "disruption", disruption::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "resourcequota",
+        resourcequota::run(client.clone()),
+    );
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }
