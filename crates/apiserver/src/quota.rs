@@ -127,30 +127,23 @@ impl ApiState {
             return Ok(());
         }
         for qname in charged {
-            self.write(
-                quotas,
-                Some(ns),
-                &qname,
-                Some("status"),
-                query,
-                |current| {
-                    check(res, obj, current, &delta)?;
-                    let hard = quota::parse_list(&current["status"]["hard"]);
-                    let mut used = quota::parse_list(&current["status"]["used"]);
-                    for k in hard.keys() {
-                        *used.entry(k.clone()).or_insert(0) += delta.get(k).copied().unwrap_or(0);
-                    }
-                    let mut new = current.clone();
-                    new["status"]["used"] = json!(
-                        used.iter()
-                            .filter(|(k, _)| hard.contains_key(*k))
-                            .map(|(k, v)| (k.clone(), Value::String(quota::format(*v))))
-                            .collect::<serde_json::Map<_, _>>()
-                    );
-                    objects::meta_mut(&mut new).remove("resourceVersion");
-                    Ok(new)
-                },
-            )
+            self.write(quotas, Some(ns), &qname, Some("status"), query, |current| {
+                check(res, obj, current, &delta)?;
+                let hard = quota::parse_list(&current["status"]["hard"]);
+                let mut used = quota::parse_list(&current["status"]["used"]);
+                for k in hard.keys() {
+                    *used.entry(k.clone()).or_insert(0) += delta.get(k).copied().unwrap_or(0);
+                }
+                let mut new = current.clone();
+                new["status"]["used"] = json!(
+                    used.iter()
+                        .filter(|(k, _)| hard.contains_key(*k))
+                        .map(|(k, v)| (k.clone(), Value::String(quota::format(*v))))
+                        .collect::<serde_json::Map<_, _>>()
+                );
+                objects::meta_mut(&mut new).remove("resourceVersion");
+                Ok(new)
+            })
             .await?;
         }
         Ok(())

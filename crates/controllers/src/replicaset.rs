@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, claim, controller_of, controller_ref, is_active, is_available, is_ready,
+    Selector, claim, controller_of, controller_ref, fresh_owner, is_active, is_available, is_ready,
     pod_from_template, sort_for_deletion, until_available,
 };
 
@@ -201,20 +201,10 @@ async fn reconcile<K: Replicated>(cached: Arc<K>, ctx: Arc<Ctx>) -> Result<Actio
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let sets: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    // A fresh read: the cache may lag, and adoption must not race a deletion (upstream's
-    // `canAdopt` recheck).
-    let rs = match sets.get_opt(&name).await? {
-        Some(rs) if rs.meta().uid == cached.meta().uid => rs,
-        _ => return Ok(Action::await_change()),
-    };
-    let Some(selector) = rs.selector() else {
+    // Status is still written while the controller is being deleted.
+    let Some((rs, selector)) = fresh_owner(&sets, cached.as_ref(), true, K::selector).await? else {
         return Ok(Action::await_change());
     };
-    let selector = Selector::new(&selector);
-    if !selector.is_valid() {
-        tracing::warn!(replicaset = %name, namespace = %ns, "empty or invalid selector, ignoring");
-        return Ok(Action::await_change());
-    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let all = pods.list(&ListParams::default()).await?.items;
     let deleting = rs.meta().deletion_timestamp.is_some();
