@@ -1,7 +1,12 @@
 //! The pure half of the node lifecycle controller: which conditions turn Unknown when a node
 //! stops posting status, and which taints a node's conditions call for (upstream's
-//! `TaintNodesByCondition` NoSchedule taints and the NoExecute `not-ready` / `unreachable`
-//! taints that the taint-eviction controller acts on).
+//! `TaintNodesByCondition` NoSchedule taints for Ready and `spec.unschedulable`, and the
+//! NoExecute `not-ready` / `unreachable` taints that the taint-eviction controller acts on).
+//!
+//! Deliberately unlike upstream, the pressure conditions (MemoryPressure, DiskPressure,
+//! PIDPressure, NetworkUnavailable) do not taint the node: corten's agent reports DiskPressure
+//! from the host's free space (under 10 %), and on shared development machines that would
+//! stop all scheduling on the node. Taints with those keys are left alone.
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -16,17 +21,6 @@ pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 /// The conditions a node's kubelet keeps, which go Unknown when it stops posting status.
 pub const KUBELET_CONDITIONS: [&str; 4] =
     ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
-
-/// Pressure conditions that, when True, taint the node NoSchedule (condition, taint key).
-const PRESSURE_TAINTS: [(&str, &str); 4] = [
-    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
-    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
-    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-    (
-        "NetworkUnavailable",
-        "node.kubernetes.io/network-unavailable",
-    ),
-];
 
 /// The status of the node's condition `type_`, if it has one.
 pub fn condition_status<'a>(node: &'a Node, type_: &str) -> Option<&'a str> {
@@ -72,7 +66,8 @@ pub fn mark_unknown(status: &mut NodeStatus, created: Option<&Time>, now: &Time)
     changed
 }
 
-/// The (key, effect) of every taint the node's conditions and `spec.unschedulable` call for.
+/// The (key, effect) of every taint the node's Ready condition and `spec.unschedulable` call
+/// for.
 pub fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
     let mut out = vec![];
     let ready_key = match condition_status(node, "Ready") {
@@ -83,11 +78,6 @@ pub fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
     if let Some(key) = ready_key {
         out.push((key, "NoSchedule"));
         out.push((key, "NoExecute"));
-    }
-    for (cond, key) in PRESSURE_TAINTS {
-        if condition_status(node, cond) == Some("True") {
-            out.push((key, "NoSchedule"));
-        }
     }
     if node
         .spec
@@ -102,9 +92,7 @@ pub fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
 
 /// Whether a taint is one this controller manages (and so may add or remove).
 fn managed(taint: &Taint) -> bool {
-    let keys = [TAINT_NOT_READY, TAINT_UNREACHABLE, TAINT_UNSCHEDULABLE]
-        .into_iter()
-        .chain(PRESSURE_TAINTS.iter().map(|(_, k)| *k));
+    let keys = [TAINT_NOT_READY, TAINT_UNREACHABLE, TAINT_UNSCHEDULABLE];
     let effect_ok = match taint.key.as_str() {
         TAINT_NOT_READY | TAINT_UNREACHABLE => {
             matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")

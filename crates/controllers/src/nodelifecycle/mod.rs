@@ -10,8 +10,9 @@
 //!
 //! Taints follow the conditions ([`conditions::wanted_taints`]): Ready Unknown →
 //! `node.kubernetes.io/unreachable` NoSchedule and NoExecute, Ready False →
-//! `node.kubernetes.io/not-ready` NoSchedule and NoExecute, pressure conditions and
-//! `spec.unschedulable` → their NoSchedule taints; they go again once the condition clears.
+//! `node.kubernetes.io/not-ready` NoSchedule and NoExecute, `spec.unschedulable` →
+//! `node.kubernetes.io/unschedulable` NoSchedule; they go again once the condition clears.
+//! Pressure conditions do not taint (see [`conditions`]).
 //! The pods themselves are evicted by [`crate::tainteviction`]. Upstream's zone-based rate
 //! limiting of evictions (and its full-disruption mode) is not done.
 
