@@ -13,7 +13,8 @@
 //! currentHealthy counts the Ready pods that are not being deleted and not in
 //! `status.disruptedPods` (pods the eviction API let go, kept there for two minutes or until
 //! they are deleted); disruptionsAllowed = currentHealthy - desiredHealthy (never below 0);
-//! the `DisruptionAllowed` condition says `SufficientPods` or `InsufficientPods`.
+//! the `DisruptionAllowed` condition says `SufficientPods` or `InsufficientPods`. A budget that
+//! fails safe gets a `CalculateExpectedPodCountFailed` warning event.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -292,6 +293,20 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
             }
         }
         Err(FailSafe(why)) => {
+            if old.and_then(|s| s.conditions.as_ref()).is_none_or(|cs| {
+                !cs.iter()
+                    .any(|c| c.reason == "SyncFailed" && c.message == why)
+            }) {
+                crate::events::record(
+                    &ctx.client,
+                    "controllermanager",
+                    pdb.as_ref(),
+                    crate::events::WARNING,
+                    "CalculateExpectedPodCountFailed",
+                    format!("Failed to calculate the number of expected pods: {why}"),
+                )
+                .await;
+            }
             tracing::info!(pdb = %pdb.name_any(), namespace = %ns, reason = %why, "disruption budget fails safe");
             PodDisruptionBudgetStatus {
                 current_healthy: healthy,

@@ -26,7 +26,7 @@
 //! - [`resourcequota`]: the `status.hard` / `status.used` of ResourceQuotas.
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
-//! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
+//! [`events`] records the controllers' core/v1 Events. [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
 use std::future::Future;
@@ -41,6 +41,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod garbagecollector;
 pub mod history;
 pub mod job;

@@ -6,7 +6,7 @@
 //! passed since this controller first saw it there (never, if none of them has
 //! `tolerationSeconds`). Before the delete the pod gets the `DisruptionTarget` condition
 //! (reason `DeletionByTaintManager`), as upstream. A pod whose taints go away before its time
-//! stays.
+//! stays. Each eviction is recorded as a `TaintManagerEviction` event on the pod.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -145,6 +145,15 @@ async fn evict(client: &Client, pod: &Pod) {
     {
         tracing::debug!(pod = %name, error = %e, "DisruptionTarget condition not set");
     }
+    crate::events::record(
+        client,
+        "taint-eviction-controller",
+        pod,
+        crate::events::NORMAL,
+        "TaintManagerEviction",
+        format!("Marking for deletion Pod {ns}/{name}"),
+    )
+    .await;
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => tracing::info!(namespace = %ns, pod = %name, "pod evicted by NoExecute taint"),
         Err(kube::Error::Api(s)) if s.code == 404 => {}

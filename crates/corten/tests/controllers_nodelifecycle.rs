@@ -150,6 +150,22 @@ fn silent_node_turns_unknown_and_its_pods_move() {
         assert_eq!(target["reason"], "DeletionByTaintManager", "{p}");
     }
 
+    // The node controller and the taint eviction said so in events.
+    let events = c.get_json(&["get", "events"]);
+    let has = |kind: &str, name: &str, reason: &str| {
+        events["items"].as_array().into_iter().flatten().any(|e| {
+            e["involvedObject"]["kind"] == kind
+                && e["involvedObject"]["name"] == name
+                && e["reason"] == reason
+        })
+    };
+    assert!(has("Node", "a-0", "NodeNotReady"), "{events}");
+    for p in &old {
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        assert!(has("Pod", name, "TaintManagerEviction"), "{events}");
+        assert!(has("Pod", name, "NodeNotReady"), "{events}");
+    }
+
     // a-0 comes back: its taints go and its agent finishes the old pods.
     let _a = SimNodes::start_prefixed(&c, "a", 1);
     wait_for("a-0 untainted", 30, || {

@@ -6,7 +6,8 @@
 //! (its own clock, so the kubelet's clock does not matter). When none came for the grace
 //! period (`--node-monitor-grace-period`, 40 s by default) its Ready, MemoryPressure,
 //! DiskPressure and PIDPressure conditions are set Unknown (`NodeStatusUnknown`, "Kubelet
-//! stopped posting node status.") and the Ready condition of its pods turns False.
+//! stopped posting node status.") and the Ready condition of its pods turns False; events
+//! `NodeNotReady` are recorded on the node and its pods.
 //!
 //! Taints follow the conditions ([`conditions::wanted_taints`]): Ready Unknown →
 //! `node.kubernetes.io/unreachable` NoSchedule and NoExecute, Ready False →
@@ -35,6 +36,9 @@ use conditions::{condition_status, mark_unknown, reconcile_taints};
 
 /// The namespace of node leases.
 const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The source component of the controller's events.
+const COMPONENT: &str = "node-controller";
 
 /// Upstream's `--node-monitor-grace-period` default.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(40);
@@ -169,6 +173,15 @@ async fn mark_node_unknown(client: &Client, name: &str) -> Result<(), kube::Erro
     api.replace_status(name, &PostParams::default(), &node)
         .await?;
     tracing::info!(node = %name, "node stopped posting status: conditions set Unknown");
+    crate::events::record(
+        client,
+        COMPONENT,
+        &node,
+        crate::events::NORMAL,
+        "NodeNotReady",
+        format!("Node {name} status is now: NodeNotReady"),
+    )
+    .await;
     mark_pods_not_ready(client, name, &now).await
 }
 
@@ -201,6 +214,15 @@ async fn mark_pods_not_ready(client: &Client, node: &str, now: &Time) -> Result<
         {
             tracing::debug!(pod = %pod.name_any(), error = %e, "marking pod not ready failed");
         }
+        crate::events::record(
+            client,
+            COMPONENT,
+            &pod,
+            crate::events::WARNING,
+            "NodeNotReady",
+            "Node is not ready".into(),
+        )
+        .await;
     }
     Ok(())
 }
