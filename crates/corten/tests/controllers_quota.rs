@@ -141,4 +141,34 @@ spec:
     assert!(run(&c, "c").status.success());
     let table = c.kubectl(&["get", "quota", "compute", "-n", "q", "--no-headers"]);
     assert!(table.contains("pods: 2/2"), "{table}");
+
+    // Without a LimitRange to default them, pods must state what a quota tracks.
+    c.apply(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: q2
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: cpu
+  namespace: q2
+spec:
+  hard:
+    requests.cpu: \"1\"
+",
+    );
+    wait_for("q2 quota status", 20, || {
+        let q = c.get_json(&["get", "quota", "cpu", "-n", "q2"]);
+        q["status"]["used"]["requests.cpu"] == "0"
+    });
+    let bare = c.try_kubectl(&["run", "bare", "-n", "q2", "--image=nginx"]);
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        stderr.contains(
+            "pods \"bare\" is forbidden: failed quota: cpu: must specify requests.cpu for: bare"
+        ),
+        "{stderr}"
+    );
 }
