@@ -254,7 +254,7 @@ impl ApiError {
                     self.causes
                         .iter()
                         .map(|c| StatusCause {
-                            field: Some(c.field.clone()),
+                            field: (!c.field.is_empty()).then(|| c.field.clone()),
                             message: Some(c.message.clone()),
                             reason: Some(c.reason.to_string()),
                         })

@@ -17,6 +17,7 @@ pub mod error;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quota;
 pub mod registry;
 pub mod resources;
 pub mod selector;

@@ -1,6 +1,10 @@
 //! Mutating admission on create, as upstream's admission plugins that corten has:
 //! DefaultIngressClass (an Ingress that names no class gets the cluster's default
-//! IngressClass, the newest if several are marked default). Runs before validation.
+//! IngressClass, the newest if several are marked default) and DefaultTolerationSeconds (a
+//! pod gets NoExecute tolerations of the `not-ready` and `unreachable` taints for 300 s unless
+//! it tolerates them already) and LimitRanger's defaults ([`crate::limitranger`]). Runs
+//! before validation; the validating plugins (LimitRanger's checks, ResourceQuota in
+//! [`crate::quota`]) run after it.
 
 use serde_json::Value;
 
@@ -21,6 +25,10 @@ impl ApiState {
     ) -> Result<(), ApiError> {
         if res.group == "networking.k8s.io" && res.plural == "ingresses" {
             self.default_ingress_class(obj).await?;
+        }
+        if res.group.is_empty() && res.plural == "pods" {
+            default_toleration_seconds(obj);
+            self.default_limits(obj).await?;
         }
         Ok(())
     }
@@ -67,5 +75,88 @@ impl ApiState {
             ingress["spec"]["ingressClassName"] = Value::String(name.to_string());
         }
         Ok(())
+    }
+}
+
+/// The default `tolerationSeconds` of the added tolerations (upstream's
+/// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// DefaultTolerationSeconds: adds `{key, operator: Exists, effect: NoExecute,
+/// tolerationSeconds: 300}` for `node.kubernetes.io/not-ready` and
+/// `node.kubernetes.io/unreachable` unless a toleration with that key (or no key) and a
+/// NoExecute (or no) effect is there already.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    if !pod["spec"].is_object() {
+        return;
+    }
+    let existing = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let covers = |key: &str| {
+        existing.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or("");
+            let e = t["effect"].as_str().unwrap_or("");
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        })
+    };
+    let mut added = vec![];
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if !covers(key) {
+            added.push(serde_json::json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
+    }
+    if added.is_empty() {
+        return;
+    }
+    let mut all = existing;
+    all.extend(added);
+    pod["spec"]["tolerations"] = Value::Array(all);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_get_both_tolerations_unless_they_have_them() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut pod);
+        let tols = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(tols.len(), 2);
+        assert_eq!(tols[0]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(tols[1]["key"], "node.kubernetes.io/unreachable");
+        assert_eq!(tols[1]["tolerationSeconds"], 300);
+        assert_eq!(tols[1]["effect"], "NoExecute");
+
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 2});
+        let mut pod = json!({"spec": {"tolerations": [own.clone()]}});
+        default_toleration_seconds(&mut pod);
+        let tols = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(tols.len(), 2);
+        assert_eq!(tols[0], own);
+        assert_eq!(tols[1]["key"], "node.kubernetes.io/not-ready");
+
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut all);
+        assert_eq!(all["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        let mut noschedule =
+            json!({"spec": {"tolerations": [{"operator": "Exists", "effect": "NoSchedule"}]}});
+        default_toleration_seconds(&mut noschedule);
+        assert_eq!(
+            noschedule["spec"]["tolerations"].as_array().unwrap().len(),
+            3
+        );
     }
 }

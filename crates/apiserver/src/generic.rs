@@ -232,6 +232,9 @@ impl ApiState {
         if let Some(ns) = &namespace {
             self.check_namespace(ns).await?;
         }
+        self.admit_limits(res, namespace.as_deref(), &obj).await?;
+        self.admit_quota(res, namespace.as_deref(), &obj, query, dry_run)
+            .await?;
         let name = objects::name(&obj).to_string();
         let key = res.key(namespace.as_deref(), &name);
         if dry_run {

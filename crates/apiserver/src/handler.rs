@@ -471,7 +471,14 @@ async fn serve_resource(
             ))
         }
         ("create", Some("eviction")) => {
-            Ok(reply_response(state.evict(&res, ns, name, query).await?))
+            let eviction = if body.is_empty() {
+                serde_json::json!({})
+            } else {
+                body::decode_object(content_type, body)?
+            };
+            Ok(reply_response(
+                state.evict(&res, ns, name, &eviction, query).await?,
+            ))
         }
         ("update", None | Some("status") | Some("finalize")) => {
             let obj = body::decode_object(content_type, body)?;

@@ -1,5 +1,6 @@
 //! Subresources with their own shapes: `scale` (autoscaling/v1 Scale over spec.replicas),
-//! `binding` (the scheduler's pod-to-node assignment), `eviction`, and DELETE on a collection.
+//! `binding` (the scheduler's pod-to-node assignment) and DELETE on a collection (`eviction`
+//! is in [`crate::eviction`]).
 
 use std::sync::Arc;
 
@@ -185,23 +186,6 @@ impl ApiState {
             }
         })
         .await?;
-        Ok(Reply {
-            code: 201,
-            body: success(201),
-            warnings: vec![],
-        })
-    }
-
-    /// POST pods/NAME/eviction: deletes the pod (disruption budgets are checked by the
-    /// disruption controller's status, once it exists).
-    pub async fn evict(
-        &self,
-        res: &Arc<ResourceInfo>,
-        ns: Option<&str>,
-        name: &str,
-        query: &Query,
-    ) -> Result<Reply, ApiError> {
-        self.delete(res, ns, name, &json!({}), query).await?;
         Ok(Reply {
             code: 201,
             body: success(201),

@@ -1,7 +1,8 @@
 //! Helpers shared by the workload controllers, after upstream's
 //! `pkg/controller/controller_utils.go`: label selectors, controller references, claiming
 //! (adopting orphans that match a selector and releasing owned objects that stop matching),
-//! pod predicates (active, ready, available) and the order in which surplus pods are deleted.
+//! pod predicates (active, ready, available), the order in which surplus pods are deleted, and
+//! the fresh read of the owner every workload reconcile starts with ([`fresh_owner`]).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,43 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// The preamble of a workload reconcile: a fresh read of the owner (the cache may lag, and
+/// adoption must not race a deletion — upstream's `canAdopt` recheck), which must still be
+/// the cached object (same uid), not being deleted unless `keep_deleting`, and have a valid,
+/// non-empty selector. `None` when there is nothing to do.
+pub async fn fresh_owner<K>(
+    api: &Api<K>,
+    cached: &K,
+    keep_deleting: bool,
+    selector_of: impl Fn(&K) -> Option<LabelSelector>,
+) -> Result<Option<(K, Selector)>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let name = cached.meta().name.clone().unwrap_or_default();
+    let fresh = match api.get_opt(&name).await? {
+        Some(o) if o.meta().uid == cached.meta().uid => o,
+        _ => return Ok(None),
+    };
+    if fresh.meta().deletion_timestamp.is_some() && !keep_deleting {
+        return Ok(None);
+    }
+    let Some(sel) = selector_of(&fresh) else {
+        return Ok(None);
+    };
+    let selector = Selector::new(&sel);
+    if !selector.is_valid() {
+        tracing::warn!(
+            kind = %K::kind(&()),
+            namespace = fresh.meta().namespace.as_deref().unwrap_or(""),
+            name = %name,
+            "empty or invalid selector, ignoring"
+        );
+        return Ok(None);
+    }
+    Ok(Some((fresh, selector)))
 }
 
 /// Maps an object (a pod, a ReplicaSet) to the controllers it concerns, for

@@ -8,7 +8,8 @@
 //!   orphan deletion (the `foregroundDeletion` / `orphan` finalizers).
 //! - [`namespace`]: empties a namespace being deleted, then removes its `kubernetes` finalizer.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
-//! - [`replicaset`]: keeps a ReplicaSet's pods at its replica count.
+//! - [`replicaset`]: keeps a ReplicaSet's (or a ReplicationController's) pods at its replica
+//!   count.
 //! - [`endpoints`]: Endpoints of the ready and not-ready pods each Service selects.
 //! - [`endpointslice`]: discovery.k8s.io/v1 EndpointSlices of the pods each Service selects.
 //! - [`servicelb`]: the built-in load balancer: LoadBalancer Services get the node addresses.
@@ -20,10 +21,15 @@
 //!   mode, suspend, TTL after finished).
 //! - [`cronjob`]: creates Jobs on a cron schedule (time zones, concurrency policies, history).
 //! - [`volumes`]: the PV/PVC binder and the local-path provisioner (default StorageClass).
+//! - [`nodelifecycle`]: marks silent nodes Unknown and taints nodes by their conditions.
+//! - [`disruption`]: the status of PodDisruptionBudgets, which the eviction API honours.
+//! - [`resourcequota`]: the `status.hard` / `status.used` of ResourceQuotas.
+//! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
 //! [`leaderelection`] elects, through a Lease, the one server of several that runs them.
 //!
-//! [`history`] keeps the ControllerRevisions of StatefulSets and DaemonSets.
+//! [`events`] records the controllers' core/v1 Events. [`history`] keeps the
+//! ControllerRevisions of StatefulSets and DaemonSets.
 //! [`controller_utils`] holds what the workload controllers share (claiming, pod ranking).
 
 use std::future::Future;
@@ -35,30 +41,37 @@ pub mod controller_utils;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod garbagecollector;
 pub mod history;
 pub mod job;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod resources;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
+pub mod tainteviction;
 pub mod volumes;
 
-/// Settings of the controllers that have any.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
+/// Settings of the controllers (the controller manager's flags).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The node lifecycle controller's settings.
+    pub node_lifecycle: nodelifecycle::Config,
     /// The LoadBalancer address pool (`--lb-pool`); None: LoadBalancers get node addresses.
     pub lb_pool: Option<nodeipam::Ipv4Net>,
 }
 
 /// Runs every controller until `shutdown` turns true.
-pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
     spawn(
@@ -72,6 +85,11 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
         serviceaccount::run(client.clone()),
     );
     spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "replicationcontroller",
+        replicaset::run_replication_controllers(client.clone()),
+    );
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
     spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
     spawn(&mut tasks, "statefulset", statefulset::run(client.clone()));
@@ -87,7 +105,23 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
     spawn(
         &mut tasks,
         "servicelb",
-        servicelb::run(client.clone(), options.lb_pool),
+        servicelb::run(client.clone(), config.lb_pool),
+    );
+    spawn(
+        &mut tasks,
+        "nodelifecycle",
+        nodelifecycle::run(client.clone(), config.node_lifecycle),
+    );
+    spawn(
+        &mut tasks,
+        "tainteviction",
+        tainteviction::run(client.clone()),
+    );
+    spawn(&mut tasks, "disruption", disruption::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "resourcequota",
+        resourcequota::run(client.clone()),
     );
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));

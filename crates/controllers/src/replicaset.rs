@@ -13,26 +13,35 @@
 //! - writes `status` (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
 //!   observedGeneration) through the status subresource.
 //!
-//! Pods that are finished or being deleted do not count. ReplicationControllers are not served
-//! yet.
+//! Pods that are finished or being deleted do not count.
+//!
+//! core/v1 ReplicationControllers run through the same code, as upstream wraps its ReplicaSet
+//! controller for them: [`Replicated`] is what the controller needs of either kind (an RC's
+//! map selector becomes `matchLabels`), and [`run_replication_controllers`] starts it for RCs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::join_all;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, claim, controller_ref, is_active, is_available, is_ready, owners_of,
+    Selector, claim, controller_of, controller_ref, fresh_owner, is_active, is_available, is_ready,
     pod_from_template, sort_for_deletion, until_available,
 };
 
@@ -43,68 +52,175 @@ struct Ctx {
     client: Client,
 }
 
-fn selector_of(rs: &ReplicaSet) -> Option<&LabelSelector> {
-    rs.spec.as_ref().map(|s| &s.selector)
+/// What the controller needs of a replicated kind: apps/v1 ReplicaSet or core/v1
+/// ReplicationController.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The selector as a LabelSelector (an RC's map as `matchLabels`).
+    fn selector(&self) -> Option<LabelSelector>;
+    /// `spec.replicas` (1 when unset).
+    fn replicas(&self) -> i32;
+    /// `spec.template`.
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    /// `spec.minReadySeconds`.
+    fn min_ready_seconds(&self) -> i32;
+    /// The status counts: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+    /// observedGeneration.
+    fn status_counts(&self) -> [i64; 5];
 }
 
-/// Runs the controller forever.
+impl Replicated for ReplicaSet {
+    fn selector(&self) -> Option<LabelSelector> {
+        self.spec.as_ref().map(|s| s.selector.clone())
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref()?.template.as_ref()
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_counts(&self) -> [i64; 5] {
+        let s = self.status.clone().unwrap_or_default();
+        [
+            s.replicas.into(),
+            s.fully_labeled_replicas.unwrap_or(0).into(),
+            s.ready_replicas.unwrap_or(0).into(),
+            s.available_replicas.unwrap_or(0).into(),
+            s.observed_generation.unwrap_or(0),
+        ]
+    }
+}
+
+impl Replicated for ReplicationController {
+    fn selector(&self) -> Option<LabelSelector> {
+        let labels = self.spec.as_ref()?.selector.clone()?;
+        Some(LabelSelector {
+            match_labels: Some(labels),
+            match_expressions: None,
+        })
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref()?.template.as_ref()
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_counts(&self) -> [i64; 5] {
+        let s = self.status.clone().unwrap_or_default();
+        [
+            s.replicas.into(),
+            s.fully_labeled_replicas.unwrap_or(0).into(),
+            s.ready_replicas.unwrap_or(0).into(),
+            s.available_replicas.unwrap_or(0).into(),
+            s.observed_generation.unwrap_or(0),
+        ]
+    }
+}
+
+/// Runs the ReplicaSet controller forever.
 pub async fn run(client: Client) {
-    let sets: Api<ReplicaSet> = Api::all(client.clone());
+    run_for::<ReplicaSet>(client).await
+}
+
+/// Runs the ReplicationController controller forever (the same controller, for RCs).
+pub async fn run_replication_controllers(client: Client) {
+    run_for::<ReplicationController>(client).await
+}
+
+/// The controllers a pod concerns: its controller of kind `K`, or, for an orphan, every `K`
+/// in its namespace whose selector matches it (a candidate for adoption).
+fn owners<K: Replicated>(store: &Store<K>, pod: &Pod) -> Vec<ObjectRef<K>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(r) = controller_of(&pod.metadata) {
+        if r.kind == K::kind(&()) {
+            return vec![ObjectRef::new(&r.name).within(&ns)];
+        }
+        return Vec::new();
+    }
+    let labels = pod.labels();
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| {
+            o.selector()
+                .is_some_and(|s| Selector::new(&s).matches(labels))
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+async fn run_for<K: Replicated>(client: Client) {
+    let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
+    let kind = K::kind(&());
     controller
-        // Owned pods map to their ReplicaSet, orphans to every ReplicaSet that could adopt them.
+        // Owned pods map to their controller, orphans to every one that could adopt them.
         .watches(pods, watcher::Config::default(), move |pod| {
-            owners_of(&store, &pod, selector_of)
+            owners(&store, &pod)
         })
         .run(
-            reconcile,
+            reconcile::<K>,
             |_, _, _| Action::requeue(Duration::from_secs(1)),
             Arc::new(Ctx { client }),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile failed");
+        .for_each(|r| {
+            let kind = kind.clone();
+            async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %kind, "reconcile failed");
+                }
             }
         })
         .await;
 }
 
-async fn reconcile(cached: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
+async fn reconcile<K: Replicated>(cached: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
-    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-    // A fresh read: the cache may lag, and adoption must not race a deletion (upstream's
-    // `canAdopt` recheck).
-    let rs = match sets.get_opt(&name).await? {
-        Some(rs) if rs.metadata.uid == cached.metadata.uid => rs,
-        _ => return Ok(Action::await_change()),
-    };
-    let Some(spec) = rs.spec.as_ref() else {
+    let sets: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // Status is still written while the controller is being deleted.
+    let Some((rs, selector)) = fresh_owner(&sets, cached.as_ref(), true, K::selector).await? else {
         return Ok(Action::await_change());
     };
-    let selector = Selector::new(&spec.selector);
-    if !selector.is_valid() {
-        tracing::warn!(replicaset = %name, namespace = %ns, "empty or invalid selector, ignoring");
-        return Ok(Action::await_change());
-    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let all = pods.list(&ListParams::default()).await?.items;
-    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let deleting = rs.meta().deletion_timestamp.is_some();
     let owned = claim(&pods, &controller_ref(&rs), &selector, all, !deleting).await?;
     let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
 
     let managed = if deleting {
         Ok(())
     } else {
-        let want = spec.replicas.unwrap_or(1);
-        manage(&pods, &rs, &name, &spec.template, &mut active, want).await
+        let want = rs.replicas();
+        manage(&pods, &rs, &name, rs.template(), &mut active, want).await
     };
 
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     let now = Timestamp::now();
-    update_status(&sets, &rs, &name, spec.template.as_ref(), &active, now).await?;
+    update_status(&sets, &rs, &name, rs.template(), &active, now).await?;
     managed?;
     // Ready pods become available after minReadySeconds: look again then.
     let next = active
@@ -121,11 +237,11 @@ async fn reconcile(cached: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, kub
 
 /// Creates or deletes pods so that `active` has `want` pods; on return `active` holds the
 /// pods believed to exist.
-async fn manage(
+async fn manage<K: Replicated>(
     pods: &Api<Pod>,
-    rs: &ReplicaSet,
+    rs: &K,
     name: &str,
-    template: &Option<PodTemplateSpec>,
+    template: Option<&PodTemplateSpec>,
     active: &mut Vec<Pod>,
     want: i32,
 ) -> Result<(), kube::Error> {
@@ -202,19 +318,15 @@ where
 }
 
 /// Writes the ReplicaSet's status if it changed.
-async fn update_status(
-    sets: &Api<ReplicaSet>,
-    rs: &ReplicaSet,
+async fn update_status<K: Replicated>(
+    sets: &Api<K>,
+    rs: &K,
     name: &str,
     template: Option<&PodTemplateSpec>,
     active: &[Pod],
     now: Timestamp,
 ) -> Result<(), kube::Error> {
-    let min_ready = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.min_ready_seconds)
-        .unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     let template_labels = template
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
@@ -231,14 +343,15 @@ async fn update_status(
     });
     let ready = count(&is_ready);
     let available = count(&|p| is_available(p, min_ready, now));
-    let generation = rs.metadata.generation.unwrap_or(0);
-    let old = rs.status.clone().unwrap_or_default();
-    if old.replicas == replicas
-        && old.fully_labeled_replicas.unwrap_or(0) == fully_labeled
-        && old.ready_replicas.unwrap_or(0) == ready
-        && old.available_replicas.unwrap_or(0) == available
-        && old.observed_generation.unwrap_or(0) == generation
-    {
+    let generation = rs.meta().generation.unwrap_or(0);
+    let new = [
+        replicas.into(),
+        fully_labeled.into(),
+        ready.into(),
+        available.into(),
+        generation,
+    ];
+    if rs.status_counts() == new {
         return Ok(());
     }
     let patch = json!({

@@ -27,7 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::controller_utils::{
-    Selector, controller_of, controller_ref, is_active, is_ready, owners_of,
+    controller_of, controller_ref, fresh_owner, is_active, is_ready, owners_of,
 };
 use crate::history::{RevisionLabel, Template, ensure_revision};
 
@@ -81,20 +81,13 @@ async fn reconcile(cached: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, ku
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let set = match sets.get_opt(&name).await? {
-        Some(s) if s.metadata.uid == cached.metadata.uid => s,
-        _ => return Ok(Action::await_change()),
-    };
-    if set.metadata.deletion_timestamp.is_some() {
+    let selector_of = |s: &StatefulSet| s.spec.as_ref().map(|s| s.selector.clone());
+    let Some((set, _)) = fresh_owner(&sets, cached.as_ref(), false, selector_of).await? else {
         return Ok(Action::await_change());
-    }
+    };
     let Some(spec) = set.spec.clone() else {
         return Ok(Action::await_change());
     };
-    let selector = Selector::new(&spec.selector);
-    if !selector.is_valid() {
-        return Ok(Action::await_change());
-    }
     let template = Template {
         template: &spec.template,
         selector: &spec.selector,

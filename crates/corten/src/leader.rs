@@ -53,8 +53,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct Leading {
     /// Run the controller manager.
     pub controller_manager: bool,
-    /// The controllers' options (`--lb-pool`).
-    pub controller_options: controllers::Options,
+    /// The controllers' settings.
+    pub controllers: controllers::Config,
     /// Run the scheduler.
     pub scheduler: bool,
     /// The datastore compactor.
@@ -95,7 +95,7 @@ async fn lead(client: kube::Client, leading: std::sync::Arc<Leading>, stop: watc
     if leading.controller_manager {
         tasks.spawn(controllers::run(
             client.clone(),
-            leading.controller_options.clone(),
+            leading.controllers.clone(),
             stop.clone(),
         ));
     }

@@ -137,6 +137,10 @@ struct ServerArgs {
     /// Do not run the controller manager (the API server's in-process controllers).
     #[arg(long)]
     disable_controller_manager: bool,
+    /// How long a node may go without renewing its Lease or posting status before the node
+    /// lifecycle controller marks it Unknown and taints it unreachable (`40s`, `2m`, `500ms`).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
     /// Do not run the scheduler.
     #[arg(long)]
     disable_scheduler: bool,
@@ -358,9 +362,15 @@ fn server(args: ServerArgs) -> ExitCode {
         }
     };
     let components = Components {
-        controller_options: controllers::Options { lb_pool },
         ingress,
         controller_manager: !args.disable_controller_manager,
+        controllers: controllers::Config {
+            node_lifecycle: controllers::nodelifecycle::Config {
+                grace_period: args.node_monitor_grace_period,
+                ..Default::default()
+            },
+            lb_pool,
+        },
         scheduler: !args.disable_scheduler,
         election,
         proxy: !args.disable_proxy,
@@ -405,7 +415,7 @@ async fn run_server(
     // Controllers, scheduler and compactor: on the elected server only, when shared.
     let leading = leader::Leading {
         controller_manager: components.controller_manager,
-        controller_options: components.controller_options.clone(),
+        controllers: components.controllers.clone(),
         scheduler: components.scheduler,
         compactor: running.compactor.clone(),
     };
@@ -559,7 +569,7 @@ fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
-    controller_options: controllers::Options,
+    controllers: controllers::Config,
     scheduler: bool,
     /// Leader election settings (a shared datastore).
     election: Option<controllers::leaderelection::Config>,
@@ -568,6 +578,28 @@ struct Components {
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
     ingress: Option<ingress::Config>,
+}
+
+/// Parses a duration as upstream's flags write them: a number with `ms`, `s`, `m` or `h`
+/// (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 40s, 2m, 500ms"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {text:?}")),
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 async fn wait_for_signal() {

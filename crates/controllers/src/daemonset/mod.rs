@@ -38,7 +38,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::controller_utils::{
-    Selector, claim, controller_ref, is_available, is_ready, owners_of, until_available,
+    claim, controller_ref, fresh_owner, is_available, is_ready, owners_of, until_available,
 };
 use crate::history::{RevisionLabel, Template, ensure_revision};
 use crate::replicaset::slow_start;
@@ -83,22 +83,15 @@ pub async fn run(client: Client) {
 
 async fn reconcile(cached: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
     let ns = cached.namespace().unwrap_or_default();
-    let name = cached.name_any();
     let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let ds = match sets.get_opt(&name).await? {
-        Some(d) if d.metadata.uid == cached.metadata.uid => d,
-        _ => return Ok(Action::await_change()),
-    };
-    if ds.metadata.deletion_timestamp.is_some() {
+    let selector_of = |d: &DaemonSet| d.spec.as_ref().map(|s| s.selector.clone());
+    let Some((ds, selector)) = fresh_owner(&sets, cached.as_ref(), false, selector_of).await?
+    else {
         return Ok(Action::await_change());
-    }
+    };
     let Some(spec) = ds.spec.clone() else {
         return Ok(Action::await_change());
     };
-    let selector = Selector::new(&spec.selector);
-    if !selector.is_valid() {
-        return Ok(Action::await_change());
-    }
     let template = Template {
         template: &spec.template,
         selector: &spec.selector,

@@ -1,0 +1,276 @@
+//! ResourceQuota accounting (no I/O), shared by the quota controller and the API server's
+//! quota admission, after upstream's `pkg/quota/v1/evaluator/core`: what one object counts
+//! against a quota, quantities as integer milli-units, and the messages of a refused create.
+//!
+//! Counted: pods (`pods`, `count/pods`, `requests.cpu` / `cpu`, `requests.memory` / `memory`,
+//! `limits.cpu`, `limits.memory`, `requests.ephemeral-storage`, `limits.ephemeral-storage` —
+//! not counted once Succeeded or Failed), services (`services`, `services.loadbalancers`,
+//! `services.nodeports`), persistentvolumeclaims (`persistentvolumeclaims`,
+//! `requests.storage`), `configmaps`, `secrets`, `replicationcontrollers`, `resourcequotas`,
+//! and `count/<resource>[.<group>]` of every namespaced kind.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::resources::validation::parse_quantity;
+
+/// Usage in milli-units per resource name.
+pub type Usage = BTreeMap<String, i64>;
+
+/// A quantity in milli-units (rounded up), 0 when it does not parse.
+pub fn milli(q: &str) -> i64 {
+    let v = parse_quantity(q).unwrap_or(0.0) * 1000.0;
+    // Quantities of any realistic size fit; the cast saturates otherwise.
+    v.ceil() as i64
+}
+
+/// Milli-units written back as a quantity: whole units plainly (`2`, `536870912` as `512Mi`
+/// when it is a whole number of Ki/Mi/Gi/Ti), the rest as `NNNm`.
+pub fn format(milli_value: i64) -> String {
+    if milli_value % 1000 != 0 {
+        return format!("{milli_value}m");
+    }
+    let units = milli_value / 1000;
+    if units >= 1024 {
+        for (suffix, size) in [
+            ("Ti", 1i64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if units % size == 0 {
+                return format!("{}{suffix}", units / size);
+            }
+        }
+    }
+    units.to_string()
+}
+
+/// The legacy object-count names of core kinds (`configmaps` as well as
+/// `count/configmaps`).
+const LEGACY_COUNTS: [&str; 6] = [
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "replicationcontrollers",
+    "resourcequotas",
+];
+
+/// The `count/` name of a resource: `count/pods`, `count/deployments.apps`.
+pub fn count_name(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        format!("count/{plural}")
+    } else {
+        format!("count/{plural}.{group}")
+    }
+}
+
+/// Whether a pod has finished (it no longer counts).
+fn terminal(pod: &Value) -> bool {
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// A pod's request or limit of `resource`: the sum over its containers, at least the
+/// largest init container's. `None` for a container that lacks it.
+fn pod_amount(pod: &Value, kind: &str, resource: &str) -> i64 {
+    let of = |c: &Value| {
+        c["resources"][kind][resource]
+            .as_str()
+            .map(milli)
+            .or_else(|| {
+                // A limit without a request: the request defaults to the limit.
+                (kind == "requests")
+                    .then(|| c["resources"]["limits"][resource].as_str().map(milli))
+                    .flatten()
+            })
+            .unwrap_or(0)
+    };
+    let sum: i64 = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(of)
+        .sum();
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
+    sum.max(init)
+}
+
+/// What one object counts against quotas.
+pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
+    let mut u = Usage::new();
+    if group.is_empty() && plural == "pods" && terminal(obj) {
+        return u;
+    }
+    u.insert(count_name(group, plural), 1000);
+    if group.is_empty() && LEGACY_COUNTS.contains(&plural) {
+        u.insert(plural.to_string(), 1000);
+    }
+    match (group, plural) {
+        ("", "pods") => {
+            for res in ["cpu", "memory", "ephemeral-storage"] {
+                let req = pod_amount(obj, "requests", res);
+                u.insert(format!("requests.{res}"), req);
+                if res != "ephemeral-storage" {
+                    u.insert(res.to_string(), req);
+                }
+                u.insert(format!("limits.{res}"), pod_amount(obj, "limits", res));
+            }
+        }
+        ("", "services") => {
+            let type_ = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            let ports = obj["spec"]["ports"].as_array().map_or(0, Vec::len);
+            let node_ports = if matches!(type_, "NodePort" | "LoadBalancer") {
+                ports
+            } else {
+                0
+            };
+            let lbs = i64::from(type_ == "LoadBalancer");
+            u.insert("services.loadbalancers".into(), lbs * 1000);
+            u.insert(
+                "services.nodeports".into(),
+                i64::try_from(node_ports).unwrap_or(0) * 1000,
+            );
+        }
+        ("", "persistentvolumeclaims") => {
+            u.insert("persistentvolumeclaims".into(), 1000);
+            let storage = obj["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .map_or(0, milli);
+            u.insert("requests.storage".into(), storage);
+        }
+        _ => {}
+    }
+    u
+}
+
+/// The resources a pod's containers must state because a quota limits them (upstream's
+/// "must specify" check): `requests.cpu for: app` per missing resource, sorted.
+pub fn missing_specs(pod: &Value, hard: &Usage) -> Vec<String> {
+    let mut out = vec![];
+    for (kind, short) in [("requests", "requests"), ("limits", "limits")] {
+        for res in ["cpu", "memory"] {
+            let name = format!("{short}.{res}");
+            let tracked =
+                hard.contains_key(&name) || (kind == "requests" && hard.contains_key(res));
+            if !tracked {
+                continue;
+            }
+            let lacking: Vec<&str> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| {
+                    c["resources"][kind][res].is_null()
+                        && (kind == "limits" || c["resources"]["limits"][res].is_null())
+                })
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            if !lacking.is_empty() {
+                out.push(format!("{name} for: {}", lacking.join(",")));
+            }
+        }
+    }
+    out
+}
+
+/// A quota's `hard` or `used` map in milli-units.
+pub fn parse_list(list: &Value) -> Usage {
+    list.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|q| (k.clone(), milli(q))))
+        .collect()
+}
+
+/// `k=v,k=v` of the given resources, as upstream prints them.
+pub fn pretty(usage: &Usage, keys: &[&String]) -> String {
+    keys.iter()
+        .map(|k| format!("{k}={}", format(usage.get(*k).copied().unwrap_or(0))))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The resources of `delta` that would go over `hard` on top of `used`, sorted.
+pub fn exceeded<'a>(hard: &'a Usage, used: &Usage, delta: &Usage) -> Vec<&'a String> {
+    hard.iter()
+        .filter(|(k, limit)| {
+            let add = delta.get(*k).copied().unwrap_or(0);
+            add > 0 && used.get(*k).copied().unwrap_or(0) + add > **limit
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_usage_sums_containers_and_counts() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1"}}},
+                {"name": "b", "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}}},
+            ],
+            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2"}}}],
+        }});
+        let u = usage("", "pods", &pod);
+        assert_eq!(u["pods"], 1000);
+        assert_eq!(u["count/pods"], 1000);
+        assert_eq!(u["requests.cpu"], 2000, "the init container's 2 beats 750m");
+        assert_eq!(u["requests.memory"], 192 * 1024 * 1024 * 1000);
+        assert_eq!(u["limits.cpu"], 1500);
+        assert_eq!(format(u["requests.memory"]), "192Mi");
+        assert_eq!(format(750), "750m");
+        assert_eq!(format(2000), "2");
+        let done = json!({"spec": {}, "status": {"phase": "Succeeded"}});
+        assert!(usage("", "pods", &done).is_empty());
+    }
+
+    #[test]
+    fn counts_of_other_kinds() {
+        let svc = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}});
+        let u = usage("", "services", &svc);
+        assert_eq!(
+            (
+                u["services"],
+                u["services.loadbalancers"],
+                u["services.nodeports"]
+            ),
+            (1000, 1000, 2000)
+        );
+        let u = usage("apps", "deployments", &json!({}));
+        assert_eq!(u.keys().collect::<Vec<_>>(), ["count/deployments.apps"]);
+        let pvc = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        assert_eq!(
+            format(usage("", "persistentvolumeclaims", &pvc)["requests.storage"]),
+            "1Gi"
+        );
+    }
+
+    #[test]
+    fn exceeded_and_missing() {
+        let hard = parse_list(&json!({"pods": "2", "requests.cpu": "1"}));
+        let used = parse_list(&json!({"pods": "2", "requests.cpu": "500m"}));
+        let pod = json!({"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "100m"}}}]}});
+        let delta = usage("", "pods", &pod);
+        let over = exceeded(&hard, &used, &delta);
+        assert_eq!(over, ["pods"]);
+        assert_eq!(pretty(&delta, &over), "pods=1");
+        assert!(missing_specs(&pod, &hard).is_empty());
+        let bare = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert_eq!(missing_specs(&bare, &hard), ["requests.cpu for: app"]);
+    }
+}
