@@ -24,6 +24,7 @@
 //! - [`nodelifecycle`]: marks silent nodes Unknown and taints nodes by their conditions.
 //! - [`disruption`]: the status of PodDisruptionBudgets, which the eviction API honours.
 //! - [`resourcequota`]: the `status.hard` / `status.used` of ResourceQuotas.
+//! - [`podautoscaler`]: HorizontalPodAutoscalers (replica bounds; no metrics source yet).
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
 //! [`leaderelection`] elects, through a Lease, the one server of several that runs them.
@@ -52,6 +53,7 @@ pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod resources;
@@ -118,6 +120,11 @@ pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<b
         tainteviction::run(client.clone()),
     );
     spawn(&mut tasks, "disruption", disruption::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "podautoscaler",
+        podautoscaler::run(client.clone()),
+    );
     spawn(
         &mut tasks,
         "resourcequota",
