@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::SCHEDULER_NAME;
 use crate::framework::{FitError, Framework, NodeInfo, PodInfo};
+use crate::listers::StoreListers;
 use crate::plugins::default_framework;
 use crate::queue::{Key, Queue};
 
@@ -125,18 +126,26 @@ pub struct Worker {
     pods: Store<Pod>,
     shared: Arc<Shared>,
     framework: Framework,
+    listers: StoreListers,
     rng: StdRng,
     events: HashMap<Key, LastEvent>,
 }
 
 impl Worker {
     /// A worker with the default profile.
-    pub fn new(client: Client, nodes: Store<Node>, pods: Store<Pod>, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        client: Client,
+        nodes: Store<Node>,
+        pods: Store<Pod>,
+        listers: StoreListers,
+        shared: Arc<Shared>,
+    ) -> Self {
         Worker {
             client,
             nodes,
             pods,
             shared,
+            listers,
             framework: default_framework(),
             rng: StdRng::from_os_rng(),
             events: HashMap::new(),
@@ -200,12 +209,12 @@ impl Worker {
             if !is_terminal(&p)
                 && let Some(info) = infos.get_mut(node)
             {
-                info.add_pod(&p);
+                info.add_pod(p.clone());
             }
         }
         for (node, p) in assumed.values() {
             if let Some(info) = infos.get_mut(node) {
-                info.add_pod(p);
+                info.add_pod(p.clone());
             }
         }
         infos.into_values().collect()
@@ -225,7 +234,10 @@ impl Worker {
         };
         let nodes = self.snapshot();
         let info = PodInfo::new(pod.clone());
-        match self.framework.schedule(&info, &nodes, &mut self.rng) {
+        match self
+            .framework
+            .schedule(&info, &nodes, &self.listers, &mut self.rng)
+        {
             Ok(node) => self.bind(key, &pod, &node).await,
             Err(fit) => {
                 self.requeue(key, &pod);

@@ -3,11 +3,18 @@
 //! profile), and one scheduling cycle ([`Framework::schedule`]): filter every node, score the
 //! feasible ones (each plugin's scores normalised to 0-100, then weighted), and pick the best,
 //! breaking ties at random. When no node fits, the [`FitError`] renders upstream's message.
+//!
+//! Plugins that need the whole cluster (InterPodAffinity, PodTopologySpread, VolumeBinding)
+//! compute their per-cycle state once in [`Filter::pre_filter`] from a [`Snapshot`]; the
+//! framework keeps it in the [`PodInfo`]'s [`CycleState`] for their per-node `filter`. Score
+//! plugins that need all feasible nodes at once override [`Score::score_all`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rand::Rng;
 
 use crate::resources::{Resource, pod_non_zero_requests, pod_requests};
@@ -51,8 +58,72 @@ impl Status {
     }
 }
 
+/// What the pre-filters of one cycle computed, by plugin name (upstream's `CycleState`).
+pub type CycleState = HashMap<&'static str, Arc<dyn Any + Send + Sync>>;
+
+/// What plugins may look up beyond nodes and pods (upstream's listers).
+pub trait Listers: Send + Sync {
+    /// The labels of a namespace (None: unknown namespace).
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+    /// Upstream's `DefaultSelector`: the selectors of the Services, ReplicationControllers,
+    /// ReplicaSets and StatefulSets that select `pod`, merged (None: nothing selects it).
+    fn default_spread_selector(&self, pod: &Pod) -> Option<LabelSelector>;
+    /// Whether the PersistentVolumeClaim `namespace/name` exists, and its StorageClass's
+    /// binding mode and bound volume's required node affinity (see the VolumeBinding plugin).
+    fn claim(&self, _namespace: &str, _name: &str) -> Option<ClaimInfo> {
+        None
+    }
+    /// The Available PersistentVolumes that could bind `claim` (the VolumeBinding plugin).
+    fn matching_volumes(&self, _claim: &ClaimInfo) -> Vec<VolumeInfo> {
+        vec![]
+    }
+}
+
+/// A PersistentVolumeClaim as the VolumeBinding plugin sees it.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimInfo {
+    /// The claim itself.
+    pub claim: Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    /// Its StorageClass binds late (`volumeBindingMode: WaitForFirstConsumer`).
+    pub wait_for_first_consumer: bool,
+    /// The StorageClass has a provisioner that can create a volume (not
+    /// `kubernetes.io/no-provisioner`).
+    pub provisionable: bool,
+    /// The volume it is bound to, if any.
+    pub bound: Option<VolumeInfo>,
+}
+
+/// A PersistentVolume as the VolumeBinding plugin sees it.
+#[derive(Clone, Debug, Default)]
+pub struct VolumeInfo {
+    /// The volume's name.
+    pub name: String,
+    /// Its required node affinity (None: any node).
+    pub node_affinity: Option<k8s_openapi::api::core::v1::NodeSelector>,
+}
+
+/// Listers that know nothing (tests, and callers without informers).
+pub struct NoListers;
+
+impl Listers for NoListers {
+    fn namespace_labels(&self, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    fn default_spread_selector(&self, _: &Pod) -> Option<LabelSelector> {
+        None
+    }
+}
+
+/// The cluster as one cycle sees it: every node with its pods, and the listers.
+pub struct Snapshot<'a> {
+    /// Every node (feasible or not).
+    pub nodes: Vec<&'a NodeInfo>,
+    /// Lookups beyond nodes and pods.
+    pub listers: &'a dyn Listers,
+}
+
 /// The pod being scheduled, with what the plugins keep asking about it computed once.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PodInfo {
     /// The pod.
     pub pod: Arc<Pod>,
@@ -60,6 +131,17 @@ pub struct PodInfo {
     pub requests: Resource,
     /// Its requests with cpu and memory defaulted (for scoring).
     pub non_zero_requests: Resource,
+    /// What this cycle's pre-filters computed.
+    pub state: CycleState,
+}
+
+impl std::fmt::Debug for PodInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodInfo")
+            .field("pod", &self.pod.metadata.name)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PodInfo {
@@ -69,13 +151,50 @@ impl PodInfo {
             requests: pod_requests(&pod),
             non_zero_requests: pod_non_zero_requests(&pod),
             pod,
+            state: CycleState::new(),
         }
+    }
+
+    /// The state plugin `name` stored in this cycle, if it is of type `T`.
+    pub fn state<T: Any + Send + Sync>(&self, name: &str) -> Option<&T> {
+        self.state.get(name).and_then(|s| s.downcast_ref::<T>())
+    }
+
+    /// The pod's priority (`spec.priority`, 0 when unset).
+    pub fn priority(&self) -> i32 {
+        pod_priority(&self.pod)
     }
 
     /// The pod's host ports as (protocol, hostIP, port).
     pub fn host_ports(&self) -> Vec<(String, String, i32)> {
         host_ports(&self.pod)
     }
+}
+
+/// A pod's priority (`spec.priority`, 0 when unset).
+pub fn pod_priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+/// Whether a pod has any pod affinity or anti-affinity (required or preferred).
+pub fn has_pod_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+}
+
+/// Whether a pod has required pod anti-affinity terms.
+pub fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|t| !t.is_empty())
 }
 
 /// A pod's host ports as (protocol, hostIP, port); hostIP defaults to 0.0.0.0.
@@ -120,6 +239,12 @@ pub struct NodeInfo {
     pub used_ports: HashSet<(String, String, i32)>,
     /// Lowest priority among the pods on the node (None: no pods).
     pub min_pod_priority: Option<i32>,
+    /// The pods on the node.
+    pub pods: Vec<Arc<Pod>>,
+    /// How many of them have pod affinity or anti-affinity of any kind.
+    pub pods_with_affinity: usize,
+    /// How many of them have required pod anti-affinity.
+    pub pods_with_required_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -139,17 +264,39 @@ impl NodeInfo {
             pod_count: 0,
             used_ports: HashSet::new(),
             min_pod_priority: None,
+            pods: vec![],
+            pods_with_affinity: 0,
+            pods_with_required_anti_affinity: 0,
         }
     }
 
     /// Accounts for `pod` placed on this node.
-    pub fn add_pod(&mut self, pod: &Pod) {
-        self.requested.add(&pod_requests(pod));
-        self.non_zero_requested.add(&pod_non_zero_requests(pod));
+    pub fn add_pod(&mut self, pod: Arc<Pod>) {
+        self.requested.add(&pod_requests(&pod));
+        self.non_zero_requested.add(&pod_non_zero_requests(&pod));
         self.pod_count += 1;
-        self.used_ports.extend(host_ports(pod));
-        let prio = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        self.used_ports.extend(host_ports(&pod));
+        let prio = pod_priority(&pod);
         self.min_pod_priority = Some(self.min_pod_priority.map_or(prio, |p| p.min(prio)));
+        if has_pod_affinity(&pod) {
+            self.pods_with_affinity += 1;
+        }
+        if has_required_anti_affinity(&pod) {
+            self.pods_with_required_anti_affinity += 1;
+        }
+        self.pods.push(pod);
+    }
+
+    /// This node as it would be without the pods for which `remove` is true (for
+    /// preemption): the same node, re-accounted.
+    pub fn without(&self, mut remove: impl FnMut(&Pod) -> bool) -> NodeInfo {
+        let mut n = NodeInfo::new(self.node.clone());
+        for p in &self.pods {
+            if !remove(p) {
+                n.add_pod(p.clone());
+            }
+        }
+        n
     }
 
     /// The node's labels.
@@ -162,6 +309,16 @@ impl NodeInfo {
 pub trait Filter: Send + Sync {
     /// The plugin's name (its `NAME` constant).
     fn name(&self) -> &'static str;
+    /// Computes the plugin's state for this cycle from the whole cluster (upstream's
+    /// PreFilter); the framework stores it under [`Filter::name`] in [`PodInfo::state`].
+    /// An error rejects the pod on every node with that status.
+    fn pre_filter(
+        &self,
+        _pod: &PodInfo,
+        _snapshot: &Snapshot<'_>,
+    ) -> Result<Option<Arc<dyn Any + Send + Sync>>, Status> {
+        Ok(None)
+    }
     /// `Ok` if the pod fits the node, otherwise why not.
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Status>;
 }
@@ -172,6 +329,16 @@ pub trait Score: Send + Sync {
     fn name(&self) -> &'static str;
     /// A raw score for one feasible node.
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Raw scores for all feasible nodes at once (upstream's PreScore + Score); the default
+    /// scores each node alone.
+    fn score_all(
+        &self,
+        pod: &PodInfo,
+        _snapshot: &Snapshot<'_>,
+        feasible: &[&NodeInfo],
+    ) -> Vec<i64> {
+        feasible.iter().map(|n| self.score(pod, n)).collect()
+    }
     /// Maps the raw scores of all feasible nodes into 0..=[`MAX_NODE_SCORE`]; the default
     /// keeps them as they are (for plugins whose raw scores are already in range).
     fn normalize(&self, _scores: &mut [i64]) {}
@@ -285,16 +452,35 @@ impl Framework {
         )
     }
 
-    /// Runs the filters on one node; the first failing plugin's status stands.
+    /// Runs the pre-filters: `pod` with this cycle's state, or the status that rejects it
+    /// everywhere.
+    pub fn prepare(&self, pod: &PodInfo, snapshot: &Snapshot<'_>) -> Result<PodInfo, Status> {
+        let mut info = pod.clone();
+        info.state.clear();
+        for f in &self.filters {
+            if let Some(state) = f.pre_filter(&info, snapshot)? {
+                info.state.insert(f.name(), state);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Runs the filters on one node; the first failing plugin's status stands. `pod` must
+    /// come from [`Framework::prepare`].
     pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Status> {
         self.filters.iter().try_for_each(|f| f.filter(pod, node))
     }
 
     /// Total weighted, normalised scores of `nodes` (all feasible), in the same order.
-    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+    pub fn run_scores(
+        &self,
+        pod: &PodInfo,
+        snapshot: &Snapshot<'_>,
+        nodes: &[&NodeInfo],
+    ) -> Vec<i64> {
         let mut total = vec![0; nodes.len()];
         for (plugin, weight) in &self.scores {
-            let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
+            let mut scores = plugin.score_all(pod, snapshot, nodes);
             plugin.normalize(&mut scores);
             for (t, s) in total.iter_mut().zip(scores) {
                 *t += s.clamp(0, MAX_NODE_SCORE) * weight;
@@ -308,12 +494,36 @@ impl Framework {
         &self,
         pod: &PodInfo,
         nodes: &[NodeInfo],
+        listers: &dyn Listers,
         rng: &mut impl Rng,
     ) -> Result<String, FitError> {
+        let snapshot = Snapshot {
+            nodes: nodes.iter().collect(),
+            listers,
+        };
+        let preemption_never = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.preemption_policy.as_deref())
+            == Some("Never");
+        let pod = match self.prepare(pod, &snapshot) {
+            Ok(p) => p,
+            Err(status) => {
+                return Err(FitError {
+                    num_all_nodes: nodes.len(),
+                    node_statuses: nodes
+                        .iter()
+                        .map(|n| (n.name.clone(), status.clone()))
+                        .collect(),
+                    preemption_never,
+                });
+            }
+        };
         let mut feasible = vec![];
         let mut node_statuses = BTreeMap::new();
         for n in nodes {
-            match self.run_filters(pod, n) {
+            match self.run_filters(&pod, n) {
                 Ok(()) => feasible.push(n),
                 Err(s) => {
                     node_statuses.insert(n.name.clone(), s);
@@ -324,18 +534,13 @@ impl Framework {
             return Err(FitError {
                 num_all_nodes: nodes.len(),
                 node_statuses,
-                preemption_never: pod
-                    .pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.preemption_policy.as_deref())
-                    == Some("Never"),
+                preemption_never,
             });
         }
         if feasible.len() == 1 {
             return Ok(feasible[0].name.clone());
         }
-        let scores = self.run_scores(pod, &feasible);
+        let scores = self.run_scores(&pod, &snapshot, &feasible);
         // Reservoir sampling among the best, as upstream's selectHost.
         let mut best = 0;
         let mut ties = 0u32;

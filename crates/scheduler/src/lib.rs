@@ -18,11 +18,13 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::Api;
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::{Notify, watch};
 
 pub mod cycle;
 pub mod framework;
+pub mod listers;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
@@ -69,9 +71,52 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
         }
     });
 
-    let worker = cycle::Worker::new(client, nodes, pods, shared);
+    let listers = listers::StoreListers {
+        namespaces: reflect(&client, &mut tasks, None),
+        services: reflect(&client, &mut tasks, None),
+        rcs: reflect(&client, &mut tasks, None),
+        replicasets: reflect(&client, &mut tasks, None),
+        statefulsets: reflect(&client, &mut tasks, None),
+        claims: reflect(&client, &mut tasks, Some(shared.clone())),
+        volumes: reflect(&client, &mut tasks, Some(shared.clone())),
+        classes: reflect(&client, &mut tasks, Some(shared.clone())),
+    };
+    let worker = cycle::Worker::new(client, nodes, pods, listers, shared);
     tasks.spawn(worker.run());
     tracing::info!("scheduler started");
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
+}
+
+/// A reflector of every `K`, run in `tasks`; its changes requeue unschedulable pods when
+/// `requeue` is given (volumes and claims can make a pod fit).
+fn reflect<K>(
+    client: &Client,
+    tasks: &mut tokio::task::JoinSet<()>,
+    requeue: Option<Arc<cycle::Shared>>,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tasks.spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if let (Some(s), Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) =
+                (&requeue, event)
+            {
+                s.cluster_changed();
+            }
+        }
+    });
+    store
 }
