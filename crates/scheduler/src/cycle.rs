@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Event, EventSource, Node, ObjectReference, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use rand::SeedableRng;
@@ -19,9 +21,13 @@ use rand::rngs::StdRng;
 use tokio::sync::Notify;
 
 use crate::SCHEDULER_NAME;
-use crate::framework::{FitError, Framework, NodeInfo, PodInfo};
+use crate::framework::{
+    FitError, Framework, NodeInfo, PodInfo, PostFilter, nodes_message, pod_priority,
+};
 use crate::listers::StoreListers;
 use crate::plugins::default_framework;
+use crate::plugins::volumebinding::{self, Decision};
+use crate::preemption::{self, Outcome};
 use crate::queue::{Key, Queue};
 
 /// State shared by the informers and the worker.
@@ -187,8 +193,10 @@ impl Worker {
         }
     }
 
-    /// The nodes with what is placed on them, sorted by name.
-    fn snapshot(&self) -> Vec<NodeInfo> {
+    /// The nodes with what is placed on them, sorted by name; pending pods nominated to a
+    /// node (by preemption) count there when their priority is at least `priority` and they
+    /// are not `exclude`, so that lower-priority pods do not take the room made for them.
+    fn snapshot(&self, exclude: &str, priority: i32) -> Vec<NodeInfo> {
         let mut infos: BTreeMap<String, NodeInfo> = self
             .nodes
             .state()
@@ -203,6 +211,19 @@ impl Worker {
         };
         for p in self.pods.state() {
             let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+                let nominated = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.nominated_node_name.as_deref())
+                    .filter(|n| !n.is_empty());
+                if let Some(node) = nominated
+                    && pod_priority(&p) >= priority
+                    && needs_scheduling(&p)
+                    && key_of(&p) != exclude
+                    && let Some(info) = infos.get_mut(node)
+                {
+                    info.add_pod(p.clone());
+                }
                 continue;
             };
             assumed.remove(&key_of(&p));
@@ -232,17 +253,116 @@ impl Worker {
             }
             return;
         };
-        let nodes = self.snapshot();
         let info = PodInfo::new(pod.clone());
+        let nodes = self.snapshot(key, info.priority());
         match self
             .framework
             .schedule(&info, &nodes, &self.listers, &mut self.rng)
         {
-            Ok(node) => self.bind(key, &pod, &node).await,
-            Err(fit) => {
+            Ok((node, prepared)) => {
+                if let Some(n) = nodes.iter().find(|n| n.name == node) {
+                    self.bind_volumes(key, &prepared, n).await;
+                }
+                self.bind(key, &pod, &node).await
+            }
+            Err(mut fit) => {
+                match preemption::preempt(&self.framework, &info, &nodes, &self.listers, &fit) {
+                    Outcome::Nominate(c) => {
+                        fit.post_filter = PostFilter::Nominated;
+                        self.evict(key, &pod, &c).await;
+                    }
+                    Outcome::NotEligible(why) => fit.post_filter = PostFilter::Message(why.into()),
+                    Outcome::NoCandidates(statuses) => {
+                        fit.post_filter =
+                            PostFilter::Message(nodes_message(nodes.len(), &statuses));
+                    }
+                }
                 self.requeue(key, &pod);
                 self.record_failure(key, &pod, &fit).await;
             }
+        }
+    }
+
+    /// Binds the pod's late-binding claims for `node` (upstream's VolumeBinding PreBind, in
+    /// the form corten's binder and provisioner understand).
+    async fn bind_volumes(&self, key: &str, pod: &PodInfo, node: &NodeInfo) {
+        for d in volumebinding::decisions(pod, node) {
+            let (ns, claim, patch) = match &d {
+                Decision::BindVolume {
+                    namespace,
+                    claim,
+                    volume,
+                } => (
+                    namespace,
+                    claim,
+                    serde_json::json!({"spec": {"volumeName": volume}}),
+                ),
+                Decision::Provision { namespace, claim } => (
+                    namespace,
+                    claim,
+                    serde_json::json!({"metadata": {"annotations": {
+                        volumebinding::SELECTED_NODE: node.name,
+                    }}}),
+                ),
+            };
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+            if let Err(e) = api
+                .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(pod = %key, claim, error = %e, "claim update failed");
+            }
+        }
+    }
+
+    /// Evicts the victims of a preemption (graceful deletes, with the DisruptionTarget
+    /// condition and a `Preempted` event as upstream) and nominates the node for `pod`.
+    async fn evict(&mut self, key: &str, pod: &Pod, c: &preemption::Candidate) {
+        tracing::info!(pod = %key, node = %c.node, victims = c.victims.len(), "preempting");
+        let message = format!(
+            "Preempted by pod {} on node {}",
+            pod.uid().unwrap_or_default(),
+            c.node
+        );
+        for v in &c.victims {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &v.namespace().unwrap_or_default());
+            let condition = serde_json::json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": Time(jiff::Timestamp::now()),
+            }]}});
+            if let Err(e) = api
+                .patch_status(
+                    &v.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(&condition),
+                )
+                .await
+            {
+                tracing::debug!(victim = %v.name_any(), error = %e, "DisruptionTarget update failed");
+            }
+            match api.delete(&v.name_any(), &DeleteParams::default()).await {
+                Ok(_) => self.emit(v, "Preempted", "Normal", &message).await,
+                Err(e) => {
+                    tracing::warn!(victim = %v.name_any(), error = %e, "preemption delete failed")
+                }
+            }
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": {"nominatedNodeName": c.node}});
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(pod = %key, error = %e, "nominatedNodeName update failed");
         }
     }
 

@@ -377,6 +377,33 @@ pub struct FitError {
     pub node_statuses: BTreeMap<String, Status>,
     /// The pod's preemption policy is `Never`.
     pub preemption_never: bool,
+    /// What preemption said, when it ran.
+    pub post_filter: PostFilter,
+}
+
+/// The outcome of preemption, for the failure message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PostFilter {
+    /// Preemption did not run: the message guesses from the filter codes.
+    #[default]
+    NotRun,
+    /// Preemption chose victims: the message has no preemption part.
+    Nominated,
+    /// Preemption found nothing: the part after "preemption: ".
+    Message(String),
+}
+
+/// Upstream's "0/N nodes are available: <reasons>." for per-node statuses.
+pub fn nodes_message(n: usize, statuses: &BTreeMap<String, Status>) -> String {
+    let reasons = statuses
+        .values()
+        .flat_map(|s| s.reasons.iter().map(String::as_str));
+    let hist = histogram(reasons);
+    if hist.is_empty() {
+        format!("0/{n} nodes are available.")
+    } else {
+        format!("0/{n} nodes are available: {hist}.")
+    }
 }
 
 /// "N reason" strings sorted as upstream sorts its reasons histogram (as strings).
@@ -392,19 +419,17 @@ fn histogram<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
 
 impl FitError {
     /// Upstream's message, with the preemption part as the default preemption plugin writes
-    /// it when it finds no victims (corten does not preempt yet).
+    /// it.
     pub fn message(&self) -> String {
         let n = self.num_all_nodes;
-        let reasons = self
-            .node_statuses
-            .values()
-            .flat_map(|s| s.reasons.iter().map(String::as_str));
-        let mut msg = format!("0/{n} nodes are available");
-        let hist = histogram(reasons);
-        if hist.is_empty() {
-            msg.push('.');
-        } else {
-            msg.push_str(&format!(": {hist}."));
+        let mut msg = nodes_message(n, &self.node_statuses);
+        match &self.post_filter {
+            PostFilter::Nominated => return msg,
+            PostFilter::Message(m) => {
+                msg.push_str(&format!(" preemption: {m}"));
+                return msg;
+            }
+            PostFilter::NotRun => {}
         }
         if self.preemption_never {
             msg.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
@@ -489,14 +514,15 @@ impl Framework {
         total
     }
 
-    /// One scheduling cycle: the name of the chosen node, or why none fits.
+    /// One scheduling cycle: the name of the chosen node (and the pod with this cycle's
+    /// state), or why none fits.
     pub fn schedule(
         &self,
         pod: &PodInfo,
         nodes: &[NodeInfo],
         listers: &dyn Listers,
         rng: &mut impl Rng,
-    ) -> Result<String, FitError> {
+    ) -> Result<(String, PodInfo), FitError> {
         let snapshot = Snapshot {
             nodes: nodes.iter().collect(),
             listers,
@@ -517,6 +543,7 @@ impl Framework {
                         .map(|n| (n.name.clone(), status.clone()))
                         .collect(),
                     preemption_never,
+                    post_filter: PostFilter::NotRun,
                 });
             }
         };
@@ -535,10 +562,11 @@ impl Framework {
                 num_all_nodes: nodes.len(),
                 node_statuses,
                 preemption_never,
+                post_filter: PostFilter::NotRun,
             });
         }
         if feasible.len() == 1 {
-            return Ok(feasible[0].name.clone());
+            return Ok((feasible[0].name.clone(), pod));
         }
         let scores = self.run_scores(&pod, &snapshot, &feasible);
         // Reservoir sampling among the best, as upstream's selectHost.
@@ -555,7 +583,7 @@ impl Framework {
                 }
             }
         }
-        Ok(feasible[best].name.clone())
+        Ok((feasible[best].name.clone(), pod))
     }
 }
 
@@ -588,6 +616,7 @@ mod tests {
                 ),
             ]),
             preemption_never: false,
+            post_filter: PostFilter::NotRun,
         };
         assert_eq!(
             e.message(),
@@ -603,6 +632,7 @@ mod tests {
             num_all_nodes: 0,
             node_statuses: BTreeMap::new(),
             preemption_never: false,
+            post_filter: PostFilter::NotRun,
         };
         assert_eq!(e.message(), "0/0 nodes are available.");
     }

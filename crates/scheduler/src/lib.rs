@@ -26,6 +26,7 @@ pub mod cycle;
 pub mod framework;
 pub mod listers;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 

@@ -5,7 +5,9 @@
 //! failed attempt, at most 10 s). It goes back to the active queue once its backoff is over
 //! AND something happened that may let it fit: a node was added or updated, a pod was deleted
 //! ([`Queue::move_all`]), the pod itself changed ([`Queue::add`] with a new fingerprint), or it
-//! has waited [`UNSCHEDULABLE_FLUSH`] (upstream's periodic flush, shorter here).
+//! has waited [`UNSCHEDULABLE_FLUSH`] (upstream's periodic flush, shorter here). An event that
+//! arrives while the pod is being scheduled counts too (upstream's `moveRequestCycle`): a
+//! preemption's victims may be gone before the preemptor is back in the queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -39,6 +41,10 @@ pub struct Queue {
     in_active: HashSet<Key>,
     unschedulable: HashMap<Key, Waiting>,
     attempts: HashMap<Key, u32>,
+    /// How many times [`Queue::move_all`] ran.
+    moves: u64,
+    /// Pods popped and not yet back, with `moves` when they were popped.
+    in_flight: HashMap<Key, u64>,
 }
 
 /// The backoff after `attempts` failed attempts.
@@ -66,6 +72,7 @@ impl Queue {
     pub fn pop(&mut self) -> Option<Key> {
         let key = self.active.pop_front()?;
         self.in_active.remove(&key);
+        self.in_flight.insert(key.clone(), self.moves);
         Some(key)
     }
 
@@ -73,12 +80,16 @@ impl Queue {
     pub fn failed(&mut self, key: &str, fingerprint: &str, now: Instant) {
         let attempts = self.attempts.entry(key.to_string()).or_insert(0);
         *attempts += 1;
+        let moved = self
+            .in_flight
+            .remove(key)
+            .is_some_and(|seen| seen != self.moves);
         self.unschedulable.insert(
             key.to_string(),
             Waiting {
                 ready_at: now + backoff(*attempts),
                 since: now,
-                moved: false,
+                moved,
                 fingerprint: fingerprint.to_string(),
             },
         );
@@ -86,6 +97,7 @@ impl Queue {
 
     /// Something changed in the cluster: every unschedulable pod may fit now.
     pub fn move_all(&mut self) {
+        self.moves += 1;
         for w in self.unschedulable.values_mut() {
             w.moved = true;
         }
@@ -95,6 +107,7 @@ impl Queue {
     pub fn forget(&mut self, key: &str) {
         self.unschedulable.remove(key);
         self.attempts.remove(key);
+        self.in_flight.remove(key);
         if self.in_active.remove(key) {
             self.active.retain(|k| k != key);
         }
@@ -203,6 +216,22 @@ mod tests {
         assert_eq!(q.pop(), None);
         q.flush(t0 + UNSCHEDULABLE_FLUSH);
         assert_eq!(q.pop().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_event_during_the_attempt_counts() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        q.add("a", "");
+        q.add("b", "");
+        q.pop();
+        q.move_all();
+        q.pop();
+        q.failed("a", "", t0);
+        q.failed("b", "", t0);
+        q.flush(t0 + INITIAL_BACKOFF);
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        assert_eq!(q.pop(), None);
     }
 
     #[test]
