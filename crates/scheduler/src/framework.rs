@@ -12,6 +12,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -366,6 +367,20 @@ pub fn default_normalize(scores: &mut [i64], reverse: bool) {
 pub struct Framework {
     filters: Vec<Box<dyn Filter>>,
     scores: Vec<(Box<dyn Score>, i64)>,
+    /// Where the next cycle starts looking for feasible nodes (upstream's
+    /// `nextStartNodeIndex`).
+    next_start: AtomicUsize,
+}
+
+/// How many feasible nodes are enough in a cluster of `n` (upstream's
+/// `numFeasibleNodesToFind` with the adaptive `percentageOfNodesToScore`): all of them below
+/// 100 nodes, else `50 - n/125` percent (at least 5%) but at least 100.
+pub fn feasible_nodes_to_find(n: usize) -> usize {
+    if n < 100 {
+        return n;
+    }
+    let percent = 50usize.saturating_sub(n / 125).max(5);
+    (n * percent / 100).max(100)
 }
 
 /// No node fits the pod: how many nodes there were and why each failed.
@@ -454,6 +469,7 @@ impl Framework {
         Framework {
             filters: vec![],
             scores: vec![],
+            next_start: AtomicUsize::new(0),
         }
     }
 
@@ -515,16 +531,17 @@ impl Framework {
     }
 
     /// One scheduling cycle: the name of the chosen node (and the pod with this cycle's
-    /// state), or why none fits.
+    /// state), or why none fits. Like upstream, it stops filtering once it has found
+    /// [`feasible_nodes_to_find`] nodes, and the next cycle starts where this one stopped.
     pub fn schedule(
         &self,
         pod: &PodInfo,
-        nodes: &[NodeInfo],
+        nodes: &[Arc<NodeInfo>],
         listers: &dyn Listers,
         rng: &mut impl Rng,
     ) -> Result<(String, PodInfo), FitError> {
         let snapshot = Snapshot {
-            nodes: nodes.iter().collect(),
+            nodes: nodes.iter().map(|n| &**n).collect(),
             listers,
         };
         let preemption_never = pod
@@ -547,15 +564,34 @@ impl Framework {
                 });
             }
         };
-        let mut feasible = vec![];
+        let mut feasible: Vec<&NodeInfo> = vec![];
         let mut node_statuses = BTreeMap::new();
-        for n in nodes {
+        let total = nodes.len();
+        let wanted = feasible_nodes_to_find(total);
+        let start = if total == 0 {
+            0
+        } else {
+            self.next_start.load(Ordering::Relaxed) % total
+        };
+        let mut processed = 0;
+        for i in 0..total {
+            let n = &nodes[(start + i) % total];
+            processed += 1;
             match self.run_filters(&pod, n) {
-                Ok(()) => feasible.push(n),
+                Ok(()) => {
+                    feasible.push(n);
+                    if feasible.len() >= wanted {
+                        break;
+                    }
+                }
                 Err(s) => {
                     node_statuses.insert(n.name.clone(), s);
                 }
             }
+        }
+        if total > 0 {
+            self.next_start
+                .store((start + processed) % total, Ordering::Relaxed);
         }
         if feasible.is_empty() {
             return Err(FitError {

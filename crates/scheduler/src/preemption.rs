@@ -50,7 +50,7 @@ pub enum Outcome {
 
 /// Whether `pod` may preempt (its policy, and no lower-priority pod already terminating on
 /// its nominated node).
-pub fn eligible(pod: &PodInfo, nodes: &[NodeInfo]) -> Result<(), &'static str> {
+pub fn eligible(pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Result<(), &'static str> {
     let spec = pod.pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return Err("not eligible due to preemptionPolicy=Never.");
@@ -78,7 +78,7 @@ pub fn eligible(pod: &PodInfo, nodes: &[NodeInfo]) -> Result<(), &'static str> {
 fn fits(
     fw: &Framework,
     pod: &PodInfo,
-    nodes: &[NodeInfo],
+    nodes: &[Arc<NodeInfo>],
     index: usize,
     node: &NodeInfo,
     listers: &dyn Listers,
@@ -87,7 +87,7 @@ fn fits(
         nodes: nodes
             .iter()
             .enumerate()
-            .map(|(j, n)| if j == index { node } else { n })
+            .map(|(j, n)| if j == index { node } else { &**n })
             .collect(),
         listers,
     };
@@ -99,7 +99,7 @@ fn fits(
 fn victims_on(
     fw: &Framework,
     pod: &PodInfo,
-    nodes: &[NodeInfo],
+    nodes: &[Arc<NodeInfo>],
     index: usize,
     listers: &dyn Listers,
 ) -> Result<Vec<Arc<Pod>>, Status> {
@@ -160,7 +160,7 @@ fn rank(c: &Candidate) -> (i32, i64, usize) {
 pub fn preempt(
     fw: &Framework,
     pod: &PodInfo,
-    nodes: &[NodeInfo],
+    nodes: &[Arc<NodeInfo>],
     listers: &dyn Listers,
     fit: &FitError,
 ) -> Outcome {
@@ -212,6 +212,8 @@ mod tests {
     }
 
     fn run(incoming: Pod, nodes: &[NodeInfo]) -> Outcome {
+        let nodes: Vec<Arc<NodeInfo>> = nodes.iter().cloned().map(Arc::new).collect();
+        let nodes = &nodes[..];
         let fw = default_framework();
         let p = pinfo(incoming);
         let fit = fw

@@ -274,7 +274,8 @@ impl Filter for InterPodAffinity {
                 }
             }
         }
-        if !pods_exist && !(state.affinity.is_empty() && state.matches_own_affinity) {
+        let first_of_group = state.affinity.is_empty() && state.matches_own_affinity;
+        if !(pods_exist || first_of_group) {
             return Err(Status::unresolvable(ERR_AFFINITY));
         }
         let anti = state.terms.required_anti_affinity.iter().any(|t| {
