@@ -674,6 +674,16 @@ mod tests {
     }
 
     #[test]
+    fn share_of_nodes_to_find_as_upstream() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(6000), 300);
+        assert_eq!(feasible_nodes_to_find(2000), 680);
+    }
+
+    #[test]
     fn normalize_scales_and_reverses() {
         let mut s = vec![0, 5, 10];
         default_normalize(&mut s, false);
