@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::SCHEDULER_NAME;
 use crate::cache::key_of;
 use crate::cycle::{Shared, fingerprint, needs_scheduling};
+use crate::framework::pod_priority;
 use crate::queue::Key;
 
 /// How many bindings may be in flight at once.
@@ -70,7 +71,7 @@ impl Writer {
 
     fn requeue(&self, key: &str, pod: &Pod) {
         if let Ok(mut q) = self.shared.queue.lock() {
-            q.failed(key, &fingerprint(pod), Instant::now());
+            q.failed(key, &fingerprint(pod), pod_priority(pod), Instant::now());
         }
         self.shared.wake.notify_one();
     }

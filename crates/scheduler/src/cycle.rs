@@ -20,7 +20,9 @@ use crate::SCHEDULER_NAME;
 use crate::binding::Writer;
 use crate::cache::Cache;
 pub use crate::cache::key_of;
-use crate::framework::{FitError, Framework, NodeInfo, PodInfo, PostFilter, nodes_message};
+use crate::framework::{
+    FitError, Framework, NodeInfo, PodInfo, PostFilter, nodes_message, pod_priority,
+};
 use crate::listers::StoreListers;
 use crate::plugins::default_framework;
 use crate::plugins::volumebinding::{self, Decision};
@@ -77,7 +79,7 @@ impl Shared {
         let key = key_of(pod);
         if needs_scheduling(pod) {
             if let Ok(mut q) = self.queue.lock() {
-                q.add(&key, &fingerprint(pod));
+                q.add(&key, &fingerprint(pod), pod_priority(pod));
             }
             self.wake.notify_one();
             return;
@@ -312,7 +314,7 @@ impl Worker {
 
     fn requeue(&self, key: &str, pod: &Pod) {
         if let Ok(mut q) = self.shared.queue.lock() {
-            q.failed(key, &fingerprint(pod), Instant::now());
+            q.failed(key, &fingerprint(pod), pod_priority(pod), Instant::now());
         }
     }
 
