@@ -2,7 +2,8 @@
 //! [`Filter`] and [`Score`] plugins, the [`Framework`] that holds them (the registry of one
 //! profile), and one scheduling cycle ([`Framework::schedule`]): filter every node, score the
 //! feasible ones (each plugin's scores normalised to 0-100, then weighted), and pick the best,
-//! breaking ties at random. When no node fits, the [`FitError`] renders upstream's message.
+//! breaking ties at random. When no node fits, the [`FitError`] (module `fiterror`) renders
+//! upstream's message.
 //!
 //! Plugins that need the whole cluster (InterPodAffinity, PodTopologySpread, VolumeBinding)
 //! compute their per-cycle state once in [`Filter::pre_filter`] from a [`Snapshot`]; the
@@ -19,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rand::Rng;
 
 use crate::resources::{Resource, pod_non_zero_requests, pod_requests};
+
+pub use crate::fiterror::{FitError, PostFilter, nodes_message};
 
 /// The highest score a plugin gives a node (upstream's `MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -383,86 +386,6 @@ pub fn feasible_nodes_to_find(n: usize) -> usize {
     (n * percent / 100).max(100)
 }
 
-/// No node fits the pod: how many nodes there were and why each failed.
-#[derive(Clone, Debug)]
-pub struct FitError {
-    /// How many nodes were considered.
-    pub num_all_nodes: usize,
-    /// The failing status of each node, by node name.
-    pub node_statuses: BTreeMap<String, Status>,
-    /// The pod's preemption policy is `Never`.
-    pub preemption_never: bool,
-    /// What preemption said, when it ran.
-    pub post_filter: PostFilter,
-}
-
-/// The outcome of preemption, for the failure message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum PostFilter {
-    /// Preemption did not run: the message guesses from the filter codes.
-    #[default]
-    NotRun,
-    /// Preemption chose victims: the message has no preemption part.
-    Nominated,
-    /// Preemption found nothing: the part after "preemption: ".
-    Message(String),
-}
-
-/// Upstream's "0/N nodes are available: <reasons>." for per-node statuses.
-pub fn nodes_message(n: usize, statuses: &BTreeMap<String, Status>) -> String {
-    let reasons = statuses
-        .values()
-        .flat_map(|s| s.reasons.iter().map(String::as_str));
-    let hist = histogram(reasons);
-    if hist.is_empty() {
-        format!("0/{n} nodes are available.")
-    } else {
-        format!("0/{n} nodes are available: {hist}.")
-    }
-}
-
-/// "N reason" strings sorted as upstream sorts its reasons histogram (as strings).
-fn histogram<'a>(reasons: impl Iterator<Item = &'a str>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in reasons {
-        *counts.entry(r).or_default() += 1;
-    }
-    let mut lines: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    lines.sort();
-    lines.join(", ")
-}
-
-impl FitError {
-    /// Upstream's message, with the preemption part as the default preemption plugin writes
-    /// it.
-    pub fn message(&self) -> String {
-        let n = self.num_all_nodes;
-        let mut msg = nodes_message(n, &self.node_statuses);
-        match &self.post_filter {
-            PostFilter::Nominated => return msg,
-            PostFilter::Message(m) => {
-                msg.push_str(&format!(" preemption: {m}"));
-                return msg;
-            }
-            PostFilter::NotRun => {}
-        }
-        if self.preemption_never {
-            msg.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
-            return msg;
-        }
-        let preemption = histogram(self.node_statuses.values().map(|s| match s.code {
-            Code::UnschedulableAndUnresolvable => "Preemption is not helpful for scheduling",
-            Code::Unschedulable => "No preemption victims found for incoming pod",
-        }));
-        if !preemption.is_empty() {
-            msg.push_str(&format!(
-                " preemption: 0/{n} nodes are available: {preemption}."
-            ));
-        }
-        msg
-    }
-}
-
 impl Framework {
     /// An empty framework.
     pub fn new() -> Self {
@@ -632,46 +555,6 @@ impl Default for Framework {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_counts_and_sorts_reasons_like_upstream() {
-        let e = FitError {
-            num_all_nodes: 3,
-            node_statuses: BTreeMap::from([
-                (
-                    "a".into(),
-                    Status::unresolvable("node(s) had untolerated taint {key: value}"),
-                ),
-                (
-                    "b".into(),
-                    Status::unschedulable(vec!["Insufficient cpu".into()]),
-                ),
-                (
-                    "c".into(),
-                    Status::unschedulable(vec!["Insufficient cpu".into()]),
-                ),
-            ]),
-            preemption_never: false,
-            post_filter: PostFilter::NotRun,
-        };
-        assert_eq!(
-            e.message(),
-            "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient cpu. \
-             preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
-             2 No preemption victims found for incoming pod."
-        );
-    }
-
-    #[test]
-    fn message_without_nodes() {
-        let e = FitError {
-            num_all_nodes: 0,
-            node_statuses: BTreeMap::new(),
-            preemption_never: false,
-            post_filter: PostFilter::NotRun,
-        };
-        assert_eq!(e.message(), "0/0 nodes are available.");
-    }
 
     #[test]
     fn share_of_nodes_to_find_as_upstream() {

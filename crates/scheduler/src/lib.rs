@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 pub mod binding;
 pub mod cache;
 pub mod cycle;
+pub mod fiterror;
 pub mod framework;
 pub mod listers;
 pub mod plugins;
