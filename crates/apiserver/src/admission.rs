@@ -1,9 +1,11 @@
 //! Mutating admission on create, as upstream's admission plugins that corten has:
 //! DefaultIngressClass (an Ingress that names no class gets the cluster's default
-//! IngressClass, the newest if several are marked default) and DefaultTolerationSeconds (a
+//! IngressClass, the newest if several are marked default), DefaultTolerationSeconds (a
 //! pod gets NoExecute tolerations of the `not-ready` and `unreachable` taints for 300 s unless
-//! it tolerates them already) and LimitRanger's defaults ([`crate::limitranger`]). Runs
-//! before validation; the validating plugins (LimitRanger's checks, ResourceQuota in
+//! it tolerates them already), LimitRanger's defaults ([`crate::limitranger`]) and Priority (a
+//! pod's `spec.priority` and `preemptionPolicy` come from its PriorityClass, or from the global
+//! default class when it names none; an unknown class is refused with 403). Runs before
+//! validation; the validating plugins (LimitRanger's checks, ResourceQuota in
 //! [`crate::quota`]) run after it.
 
 use serde_json::Value;
@@ -29,7 +31,66 @@ impl ApiState {
         if res.group.is_empty() && res.plural == "pods" {
             default_toleration_seconds(obj);
             self.default_limits(obj).await?;
+            self.pod_priority(obj).await?;
         }
+        Ok(())
+    }
+
+    /// All stored objects of a cluster-scoped resource.
+    async fn list_all(&self, group: &str, plural: &str) -> Result<Vec<Value>, ApiError> {
+        let Some(res) = self.registry.get(group, "v1", plural) else {
+            return Ok(vec![]);
+        };
+        let range = store::RangeRequest {
+            prefix: res.key_prefix(),
+            ..Default::default()
+        };
+        let list = self.store.range(range).await.map_err(ApiError::internal)?;
+        list.kvs.iter().map(objects::decode).collect()
+    }
+
+    /// Priority: resolves the pod's PriorityClass into `spec.priority` and
+    /// `spec.preemptionPolicy` (upstream's `Priority` admission plugin).
+    async fn pod_priority(&self, pod: &mut Value) -> Result<(), ApiError> {
+        if !pod["spec"].is_object() {
+            return Ok(());
+        }
+        let named = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let classes = self
+            .list_all("scheduling.k8s.io", "priorityclasses")
+            .await?;
+        let class = if named.is_empty() {
+            classes
+                .iter()
+                .filter(|c| c["globalDefault"] == true)
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+        } else {
+            classes
+                .iter()
+                .find(|c| c["metadata"]["name"] == named.as_str())
+        };
+        let Some(class) = class else {
+            if named.is_empty() || named.starts_with("system-") {
+                return Ok(());
+            }
+            let mut e = ApiError::forbidden(format!(
+                "pods \"{}\" is forbidden: no PriorityClass with name {named} was found",
+                objects::name(pod)
+            ));
+            e.kind = Some("pods".into());
+            e.name = Some(objects::name(pod).to_string());
+            return Err(e);
+        };
+        let spec = &mut pod["spec"];
+        spec["priorityClassName"] = class["metadata"]["name"].clone();
+        spec["priority"] = class["value"].clone();
+        let policy = class["preemptionPolicy"]
+            .as_str()
+            .unwrap_or("PreemptLowerPriority");
+        spec["preemptionPolicy"] = Value::String(policy.to_string());
         Ok(())
     }
 

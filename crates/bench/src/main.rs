@@ -24,6 +24,10 @@
 //! `corten-bench endpoints` times a pod readiness change until the Service's EndpointSlice and
 //! Endpoints show it; see the `endpoints` module.
 //!
+//! `corten-bench sched` measures the scheduler and controllers on simulated nodes (scheduler
+//! throughput for 10,000 pods on 5,000 nodes, control-plane memory there, a Deployment of
+//! 1,000 replicas and its rollout); see the `sched` module.
+//!
 //! `corten-bench dns` measures cluster DNS (queries/s, p99, propagation of a new service)
 //! against dnsmasq; see the `dns` module.
 //!
@@ -39,6 +43,7 @@ mod machine;
 mod pods;
 mod proxy;
 mod report;
+mod sched;
 mod server;
 mod stats;
 mod workload;
@@ -97,6 +102,15 @@ struct Cli {
     /// Concurrent writers of the parallel put run.
     #[arg(long, default_value_t = 64)]
     writers: usize,
+    /// Simulated nodes of the scheduler throughput run (sched).
+    #[arg(long, default_value_t = 5000)]
+    sim_nodes: usize,
+    /// Simulated nodes of the Deployment run (sched).
+    #[arg(long, default_value_t = 100)]
+    deployment_nodes: usize,
+    /// Replicas of the Deployment run (sched).
+    #[arg(long, default_value_t = 1000)]
+    replicas: i32,
     /// The corten binary.
     #[arg(long, default_value = "target/release/corten")]
     corten_bin: PathBuf,
@@ -155,6 +169,8 @@ enum Part {
     Proxy,
     /// Cluster DNS against dnsmasq (not part of `all`).
     Dns,
+    /// The scheduler and controllers on simulated nodes (not part of `all`).
+    Sched,
     /// The API server on its embedded store vs on etcd: pod creates/s and watch latency,
     /// same run (not part of `all`).
     Datastore,
@@ -218,6 +234,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Part::Pods => "node agent: pod startup and memory",
                 Part::Proxy => "service proxy",
                 Part::Dns => "cluster DNS",
+                Part::Sched => "scheduler and controllers on simulated nodes",
                 Part::Datastore => "API server on the embedded store vs on etcd",
                 Part::Endpoints => "pod readiness to Endpoints",
             }
@@ -288,6 +305,20 @@ async fn run(cli: Cli) -> Result<()> {
             seconds: cli.dns_seconds,
         };
         own.0 += dns::run(&params, &mut report).await?;
+    }
+    if cli.part == Part::Sched {
+        let bin = std::fs::canonicalize(&cli.corten_bin)
+            .with_context(|| format!("{} (build it first)", cli.corten_bin.display()))?;
+        let params = sched::Params {
+            corten_bin: &bin,
+            work_dir: &cli.work_dir,
+            nodes: cli.sim_nodes,
+            pods: cli.objects,
+            clients: cli.clients,
+            deployment_nodes: cli.deployment_nodes,
+            replicas: cli.replicas,
+        };
+        own.0 += sched::run(&params, &mut report).await?;
     }
     if cli.part == Part::Datastore {
         let params = backends::Params {

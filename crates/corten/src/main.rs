@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane (API server on the embedded datastore or etcd).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Runs a node agent that joins a server with the server's join token (DATA_DIR/token).
     Agent(agent::AgentArgs),
     /// Runs simulated nodes: pods bound to them are reported Running without containers.
@@ -182,7 +182,7 @@ struct ServerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Server(args) => server(args),
+        Command::Server(args) => server(*args),
         Command::Agent(args) => agent::agent(args),
         Command::SimNodes(args) => sim_nodes(args),
         Command::Images(cmd) => images::run(cmd),

@@ -1,17 +1,15 @@
-//! The scheduling loop: what the informers feed the queue ([`Shared`]), and the worker that
-//! takes pods off it ([`Worker`]): snapshot the nodes with what is placed on them (pods bound
-//! in the informer cache plus pods this scheduler bound but has not seen bound yet — the
-//! "assumed" pods, so that a burst of pods does not overcommit a node), run the framework,
-//! bind through `pods/binding`, and on failure write the PodScheduled condition and a
-//! `FailedScheduling` event.
+//! The scheduling loop: what the informers feed the queue and the [`Cache`] ([`Shared`]),
+//! and the worker that takes pods off the queue ([`Worker`]): snapshot the cache, run the
+//! framework, assume the pod on the chosen node and hand the binding to the
+//! [`binding::Writer`]; on failure try preemption, then write the PodScheduled condition and
+//! a `FailedScheduling` event.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use rand::SeedableRng;
@@ -19,9 +17,17 @@ use rand::rngs::StdRng;
 use tokio::sync::Notify;
 
 use crate::SCHEDULER_NAME;
-use crate::framework::{FitError, Framework, NodeInfo, PodInfo};
+use crate::binding::Writer;
+use crate::cache::Cache;
+pub use crate::cache::key_of;
+use crate::framework::{
+    FitError, Framework, NodeInfo, PodInfo, PostFilter, nodes_message, pod_priority,
+};
+use crate::listers::StoreListers;
 use crate::plugins::default_framework;
-use crate::queue::{Key, Queue};
+use crate::plugins::volumebinding::{self, Decision};
+use crate::preemption::{self, Outcome};
+use crate::queue::Queue;
 
 /// State shared by the informers and the worker.
 pub struct Shared {
@@ -29,14 +35,8 @@ pub struct Shared {
     pub queue: Mutex<Queue>,
     /// Wakes the worker when the queue may have work.
     pub wake: Notify,
-    /// Pods bound by this scheduler that the pod informer has not shown bound yet, with their
-    /// node.
-    pub assumed: Mutex<HashMap<Key, (String, Arc<Pod>)>>,
-}
-
-/// `namespace/name` of a pod.
-pub fn key_of(pod: &Pod) -> Key {
-    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+    /// Nodes with their pods.
+    pub cache: Mutex<Cache>,
 }
 
 /// Whether this scheduler should place `pod`: ours, unbound, not being deleted, not finished.
@@ -61,7 +61,7 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 /// What a pod looked like, for telling its own changes from status writes.
-fn fingerprint(pod: &Pod) -> String {
+pub fn fingerprint(pod: &Pod) -> String {
     serde_json::to_string(&(&pod.spec, &pod.metadata.labels)).unwrap_or_default()
 }
 
@@ -79,7 +79,7 @@ impl Shared {
         let key = key_of(pod);
         if needs_scheduling(pod) {
             if let Ok(mut q) = self.queue.lock() {
-                q.add(&key, &fingerprint(pod));
+                q.add(&key, &fingerprint(pod), pod_priority(pod));
             }
             self.wake.notify_one();
             return;
@@ -96,8 +96,8 @@ impl Shared {
     /// A pod was deleted: it frees room, so unschedulable pods may fit.
     pub fn pod_deleted(&self, pod: &Pod) {
         let key = key_of(pod);
-        if let Ok(mut a) = self.assumed.lock() {
-            a.remove(&key);
+        if let Ok(mut c) = self.cache.lock() {
+            c.delete_pod(&key);
         }
         self.cluster_changed_after(|q| q.forget(&key));
     }
@@ -111,13 +111,6 @@ impl Shared {
     }
 }
 
-/// The last FailedScheduling event written for a pod.
-struct LastEvent {
-    name: String,
-    count: i32,
-    message: String,
-}
-
 /// Takes pods off the queue and places them.
 pub struct Worker {
     client: Client,
@@ -125,21 +118,29 @@ pub struct Worker {
     pods: Store<Pod>,
     shared: Arc<Shared>,
     framework: Framework,
+    listers: StoreListers,
     rng: StdRng,
-    events: HashMap<Key, LastEvent>,
+    writer: Writer,
 }
 
 impl Worker {
     /// A worker with the default profile.
-    pub fn new(client: Client, nodes: Store<Node>, pods: Store<Pod>, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        client: Client,
+        nodes: Store<Node>,
+        pods: Store<Pod>,
+        listers: StoreListers,
+        shared: Arc<Shared>,
+    ) -> Self {
         Worker {
+            writer: Writer::new(client.clone(), shared.clone()),
             client,
             nodes,
             pods,
             shared,
+            listers,
             framework: default_framework(),
             rng: StdRng::from_os_rng(),
-            events: HashMap::new(),
         }
     }
 
@@ -178,139 +179,147 @@ impl Worker {
         }
     }
 
-    /// The nodes with what is placed on them, sorted by name.
-    fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut infos: BTreeMap<String, NodeInfo> = self
-            .nodes
-            .state()
-            .into_iter()
-            .map(|n| {
-                let info = NodeInfo::new(n);
-                (info.name.clone(), info)
-            })
-            .collect();
-        let Ok(mut assumed) = self.shared.assumed.lock() else {
-            return infos.into_values().collect();
-        };
-        for p in self.pods.state() {
-            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
-                continue;
-            };
-            assumed.remove(&key_of(&p));
-            if !is_terminal(&p)
-                && let Some(info) = infos.get_mut(node)
-            {
-                info.add_pod(&p);
-            }
-        }
-        for (node, p) in assumed.values() {
-            if let Some(info) = infos.get_mut(node) {
-                info.add_pod(p);
-            }
-        }
-        infos.into_values().collect()
-    }
-
     async fn schedule_one(&mut self, key: &str) {
         let Some((ns, name)) = key.split_once('/') else {
             return;
         };
         let pod = self.pods.get(&ObjectRef::new(name).within(ns));
         let Some(pod) = pod.filter(|p| needs_scheduling(p)) else {
-            self.events.remove(key);
+            self.writer.forget(key);
             if let Ok(mut q) = self.shared.queue.lock() {
                 q.forget(key);
             }
             return;
         };
-        let nodes = self.snapshot();
         let info = PodInfo::new(pod.clone());
-        match self.framework.schedule(&info, &nodes, &mut self.rng) {
-            Ok(node) => self.bind(key, &pod, &node).await,
-            Err(fit) => {
+        let nodes = match self.shared.cache.lock() {
+            // Its binding is in flight.
+            Ok(c) if c.is_assumed(key) => return,
+            Ok(c) => c.snapshot(key, info.priority()),
+            Err(_) => return,
+        };
+        match self
+            .framework
+            .schedule(&info, &nodes, &self.listers, &mut self.rng)
+        {
+            Ok((node, prepared)) => {
+                if let Some(n) = nodes.iter().find(|n| n.name == node) {
+                    self.bind_volumes(key, &prepared, n).await;
+                }
+                if let Ok(mut c) = self.shared.cache.lock() {
+                    c.assume(pod.clone(), &node);
+                }
+                self.writer.bind(key.to_string(), pod, node).await;
+            }
+            Err(mut fit) => {
+                match preemption::preempt(&self.framework, &info, &nodes, &self.listers, &fit) {
+                    Outcome::Nominate(c) => {
+                        fit.post_filter = PostFilter::Nominated;
+                        self.evict(key, &pod, &c).await;
+                    }
+                    Outcome::NotEligible(why) => fit.post_filter = PostFilter::Message(why.into()),
+                    Outcome::NoCandidates(statuses) => {
+                        fit.post_filter =
+                            PostFilter::Message(nodes_message(nodes.len(), &statuses));
+                    }
+                }
                 self.requeue(key, &pod);
                 self.record_failure(key, &pod, &fit).await;
             }
         }
     }
 
+    /// Binds the pod's late-binding claims for `node` (upstream's VolumeBinding PreBind, in
+    /// the form corten's binder and provisioner understand).
+    async fn bind_volumes(&self, key: &str, pod: &PodInfo, node: &NodeInfo) {
+        for d in volumebinding::decisions(pod, node) {
+            let (ns, claim, patch) = match &d {
+                Decision::BindVolume {
+                    namespace,
+                    claim,
+                    volume,
+                } => (
+                    namespace,
+                    claim,
+                    serde_json::json!({"spec": {"volumeName": volume}}),
+                ),
+                Decision::Provision { namespace, claim } => (
+                    namespace,
+                    claim,
+                    serde_json::json!({"metadata": {"annotations": {
+                        volumebinding::SELECTED_NODE: node.name,
+                    }}}),
+                ),
+            };
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+            if let Err(e) = api
+                .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(pod = %key, claim, error = %e, "claim update failed");
+            }
+        }
+    }
+
+    /// Evicts the victims of a preemption (graceful deletes, with the DisruptionTarget
+    /// condition and a `Preempted` event as upstream) and nominates the node for `pod`.
+    async fn evict(&self, key: &str, pod: &Pod, c: &preemption::Candidate) {
+        tracing::info!(pod = %key, node = %c.node, victims = c.victims.len(), "preempting");
+        let message = format!(
+            "Preempted by pod {} on node {}",
+            pod.uid().unwrap_or_default(),
+            c.node
+        );
+        for v in &c.victims {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &v.namespace().unwrap_or_default());
+            let condition = serde_json::json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": Time(jiff::Timestamp::now()),
+            }]}});
+            if let Err(e) = api
+                .patch_status(
+                    &v.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(&condition),
+                )
+                .await
+            {
+                tracing::debug!(victim = %v.name_any(), error = %e, "DisruptionTarget update failed");
+            }
+            match api.delete(&v.name_any(), &DeleteParams::default()).await {
+                Ok(_) => self.writer.emit(v, "Preempted", "Normal", &message).await,
+                Err(e) => {
+                    tracing::warn!(victim = %v.name_any(), error = %e, "preemption delete failed")
+                }
+            }
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": {"nominatedNodeName": c.node}});
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(pod = %key, error = %e, "nominatedNodeName update failed");
+        }
+    }
+
     fn requeue(&self, key: &str, pod: &Pod) {
         if let Ok(mut q) = self.shared.queue.lock() {
-            q.failed(key, &fingerprint(pod), Instant::now());
-        }
-    }
-
-    fn unassume(&self, key: &str) {
-        if let Ok(mut a) = self.shared.assumed.lock() {
-            a.remove(key);
-        }
-    }
-
-    async fn bind(&mut self, key: &str, pod: &Arc<Pod>, node: &str) {
-        if let Ok(mut a) = self.shared.assumed.lock() {
-            a.insert(key.to_string(), (node.to_string(), pod.clone()));
-        }
-        let ns = pod.namespace().unwrap_or_default();
-        let name = pod.name_any();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                uid: pod.uid(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.to_string()),
-                ..Default::default()
-            },
-        };
-        let result = api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await;
-        match result {
-            Ok(_) => {
-                tracing::debug!(pod = %key, node, "bound");
-                self.events.remove(key);
-                if let Ok(mut q) = self.shared.queue.lock() {
-                    q.forget(key);
-                }
-                let message = format!("Successfully assigned {key} to {node}");
-                self.emit(pod, "Scheduled", "Normal", &message).await;
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-                self.unassume(key);
-                let bound = match api.get_opt(&name).await {
-                    Ok(Some(p)) => !needs_scheduling(&p),
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
-                if bound {
-                    tracing::debug!(pod = %key, "already bound or gone");
-                    if let Ok(mut q) = self.shared.queue.lock() {
-                        q.forget(key);
-                    }
-                } else {
-                    self.requeue(key, pod);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(pod = %key, node, error = %e, "binding failed");
-                self.unassume(key);
-                self.requeue(key, pod);
-            }
+            q.failed(key, &fingerprint(pod), pod_priority(pod), Instant::now());
         }
     }
 
     /// Writes PodScheduled=False (when it changed) and a FailedScheduling event.
-    async fn record_failure(&mut self, key: &str, pod: &Pod, fit: &FitError) {
+    async fn record_failure(&self, key: &str, pod: &Pod, fit: &FitError) {
         let message = fit.message();
         tracing::info!(pod = %key, %message, "unschedulable");
         let current = pod
@@ -345,79 +354,9 @@ impl Worker {
                 tracing::debug!(pod = %key, error = %e, "PodScheduled condition update failed");
             }
         }
-        self.emit(pod, "FailedScheduling", "Warning", &message)
+        self.writer
+            .emit(pod, "FailedScheduling", "Warning", &message)
             .await;
-    }
-
-    /// Writes a core/v1 event about `pod`; a repeat of the last FailedScheduling message
-    /// bumps that event's count instead of adding one.
-    async fn emit(&mut self, pod: &Pod, reason: &str, type_: &str, message: &str) {
-        let key = key_of(pod);
-        let ns = pod.namespace().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let now = Time(jiff::Timestamp::now());
-        if reason == "FailedScheduling"
-            && let Some(last) = self.events.get_mut(&key)
-            && last.message == message
-        {
-            last.count += 1;
-            let patch = serde_json::json!({"count": last.count, "lastTimestamp": now});
-            match api
-                .patch(&last.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "event update failed; creating one"),
-            }
-        }
-        let name = format!(
-            "{}.{:x}",
-            pod.name_any(),
-            jiff::Timestamp::now().as_nanosecond()
-        );
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.name_any()),
-                namespace: Some(ns),
-                uid: pod.uid(),
-                resource_version: pod.resource_version(),
-                ..Default::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(type_.into()),
-            source: Some(EventSource {
-                component: Some(SCHEDULER_NAME.into()),
-                host: None,
-            }),
-            reporting_component: Some(SCHEDULER_NAME.into()),
-            reporting_instance: Some(SCHEDULER_NAME.into()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) if reason == "FailedScheduling" => {
-                self.events.insert(
-                    key,
-                    LastEvent {
-                        name,
-                        count: 1,
-                        message: message.into(),
-                    },
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "event create failed"),
-        }
     }
 }
 

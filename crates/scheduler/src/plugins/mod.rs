@@ -2,19 +2,23 @@
 //! [`default_framework`], the default profile built from them.
 //!
 //! Filters run in upstream's order: NodeUnschedulable, NodeName, TaintToleration,
-//! NodeAffinity, NodePorts, NodeResourcesFit. Scores use upstream's default weights:
-//! TaintToleration 3, NodeAffinity 2, NodeResourcesFit (LeastAllocated) 1,
+//! NodeAffinity, NodePorts, NodeResourcesFit, VolumeBinding, PodTopologySpread,
+//! InterPodAffinity. Scores use upstream's default weights: TaintToleration 3, NodeAffinity 2,
+//! PodTopologySpread 2, InterPodAffinity 2, NodeResourcesFit (LeastAllocated) 1,
 //! NodeResourcesBalancedAllocation 1.
 
 use crate::framework::Framework;
 
 pub mod balancedallocation;
+pub mod interpodaffinity;
 pub mod nodeaffinity;
 pub mod nodename;
 pub mod nodeports;
 pub mod noderesources;
 pub mod nodeunschedulable;
+pub mod podtopologyspread;
 pub mod tainttoleration;
+pub mod volumebinding;
 
 /// The default profile.
 pub fn default_framework() -> Framework {
@@ -25,8 +29,13 @@ pub fn default_framework() -> Framework {
         .with_filter(nodeaffinity::NodeAffinity)
         .with_filter(nodeports::NodePorts)
         .with_filter(noderesources::Fit)
+        .with_filter(volumebinding::VolumeBinding)
+        .with_filter(podtopologyspread::PodTopologySpread)
+        .with_filter(interpodaffinity::InterPodAffinity)
         .with_score(tainttoleration::TaintToleration, 3)
         .with_score(nodeaffinity::NodeAffinity, 2)
+        .with_score(podtopologyspread::PodTopologySpread, 2)
+        .with_score(interpodaffinity::InterPodAffinity, 2)
         .with_score(noderesources::Fit, 1)
         .with_score(balancedallocation::BalancedAllocation, 1)
 }
@@ -86,11 +95,25 @@ pub(crate) mod testing {
         }
     }
 
+    /// A pod named `name` in `namespace` with `labels` and no requests.
+    pub fn labelled(name: &str, namespace: &str, labels: &[(&str, &str)]) -> Pod {
+        let mut p = pod("", "");
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some(namespace.into());
+        p.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p
+    }
+
     /// A [`NodeInfo`] for `node` with `pods` on it.
     pub fn info(node: Node, pods: &[Pod]) -> NodeInfo {
         let mut n = NodeInfo::new(Arc::new(node));
         for p in pods {
-            n.add_pod(p);
+            n.add_pod(Arc::new(p.clone()));
         }
         n
     }
