@@ -9,13 +9,5 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh etcd-server
 etcd_bin=$(command -v etcd || true)
 [ -n "$etcd_bin" ] || { echo "etcd not found after installing etcd-server" >&2; exit 1; }
-target=${CARGO_TARGET_DIR:-target}
-profile=${PROFILE:-release}
-if [ "$profile" = release ]; then
-  cargo build --release --locked -p corten -p bench
-  dir=$target/release
-else
-  cargo build --locked -p corten -p bench
-  dir=$target/debug
-fi
+. scripts/bench-build.sh
 exec "$dir/corten-bench" datastore --corten-bin "$dir/corten" --etcd-bin "$etcd_bin" "$@"

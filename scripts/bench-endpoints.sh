@@ -6,13 +6,5 @@
 # to corten-bench, e.g. `--no-docs`, `--endpoint-pods 200`, `--flips 500`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=${CARGO_TARGET_DIR:-target}
-profile=${PROFILE:-release}
-if [ "$profile" = release ]; then
-  cargo build --release --locked -p corten -p bench
-  dir=$target/release
-else
-  cargo build --locked -p corten -p bench
-  dir=$target/debug
-fi
+. scripts/bench-build.sh
 exec "$dir/corten-bench" endpoints --corten-bin "$dir/corten" "$@"

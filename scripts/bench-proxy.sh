@@ -8,13 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh nftables
-target=${CARGO_TARGET_DIR:-target}
-profile=${PROFILE:-release}
-if [ "$profile" = release ]; then
-  cargo build --release --locked -p corten -p bench
-  dir=$target/release
-else
-  cargo build --locked -p corten -p bench
-  dir=$target/debug
-fi
+. scripts/bench-build.sh
 exec "$dir/corten-bench" proxy --corten-bin "$dir/corten" "$@"
