@@ -19,7 +19,7 @@
 
 pub mod conditions;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -110,7 +110,10 @@ async fn monitor(
     health: &mut HashMap<String, Health>,
 ) {
     let all = nodes.state();
-    health.retain(|name, _| all.iter().any(|n| n.name_any() == *name));
+    {
+        let names: HashSet<&str> = all.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
+        health.retain(|name, _| names.contains(name.as_str()));
+    }
     for node in all {
         let name = node.name_any();
         let heartbeat = node
