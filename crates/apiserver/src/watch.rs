@@ -19,6 +19,7 @@ use crate::objects;
 use crate::request::Query;
 use crate::state::ApiState;
 use crate::table::{self, IncludeObject};
+use crate::watchcache::CachedEvent;
 
 /// How often bookmarks are sent to watchers that allow them.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
@@ -38,6 +39,8 @@ struct Watcher {
     res: Arc<ResourceInfo>,
     filter: Filter,
     name: Option<String>,
+    /// The one key watched, when `name` is set.
+    key: Option<String>,
     render: Render,
     first_table: bool,
     tx: mpsc::Sender<Bytes>,
@@ -53,6 +56,57 @@ impl Watcher {
             return false;
         }
         self.filter.matches(obj).unwrap_or(false)
+    }
+
+    /// How a store event shows to this watcher (ADDED, MODIFIED, DELETED), or `None` when it
+    /// does not: an object that starts matching the selectors is ADDED, one that stops is
+    /// DELETED. Objects are decoded only when there are selectors to test.
+    fn classify(&mut self, ev: &CachedEvent) -> Option<&'static str> {
+        if self.key.as_deref().is_some_and(|k| k != ev.kv.key) {
+            return None;
+        }
+        let deleted = ev.kind == store::EventKind::Delete;
+        if self.filter.is_everything() {
+            // Still skip what cannot be decoded, as a selector watcher would.
+            ev.object_json()?;
+            return Some(match (deleted, ev.prev.is_some()) {
+                (true, _) => "DELETED",
+                (false, true) => "MODIFIED",
+                (false, false) => "ADDED",
+            });
+        }
+        let now = self.selects(ev.object()?);
+        let before = ev.prev_object().is_some_and(|p| self.selects(p));
+        match (before, now, deleted) {
+            (true, _, true) | (_, true, true) => Some("DELETED"),
+            (false, false, true) => None,
+            (true, true, _) => Some("MODIFIED"),
+            (false, true, _) => Some("ADDED"),
+            (true, false, _) => Some("DELETED"),
+            (false, false, _) => None,
+        }
+    }
+
+    /// Sends a store event; the object's JSON is shared with every other watcher of it.
+    async fn send_event(&mut self, kind: &str, ev: &CachedEvent) -> bool {
+        match self.render {
+            Render::Object => {
+                let Some(json) = ev.object_json() else {
+                    return true;
+                };
+                let mut line = Vec::with_capacity(json.len() + 40);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(json);
+                line.extend_from_slice(b"}\n");
+                self.tx.send(Bytes::from(line)).await.is_ok()
+            }
+            Render::Table(_) => match ev.object() {
+                Some(obj) => self.send(kind, obj).await,
+                None => true,
+            },
+        }
     }
 
     async fn send(&mut self, kind: &str, obj: &Value) -> bool {
@@ -123,6 +177,7 @@ impl ApiState {
             res: res.clone(),
             filter,
             name: name.map(str::to_string),
+            key: name.map(|n| res.key(ns, n)),
             render,
             first_table: true,
             tx,
@@ -233,18 +288,8 @@ async fn run(
                     None => return,
                 };
                 last_rev = ev.revision();
-                let Ok(mut obj) = objects::decode(&ev.kv) else { continue };
-                objects::set_resource_version(&mut obj, ev.revision());
-                let now = ev.kind == store::EventKind::Put && w.selects(&obj);
-                let before = ev.prev.as_ref().and_then(|p| objects::decode(p).ok()).is_some_and(|p| w.selects(&p));
-                let kind = match (before, now, ev.kind) {
-                    (_, _, store::EventKind::Delete) if w.selects(&obj) => "DELETED",
-                    (true, true, _) => "MODIFIED",
-                    (false, true, _) => "ADDED",
-                    (true, false, _) => "DELETED",
-                    _ => continue,
-                };
-                if !w.send(kind, &obj).await { return; }
+                let Some(kind) = w.classify(&ev) else { continue };
+                if !w.send_event(kind, &ev).await { return; }
             }
         }
     }

@@ -13,17 +13,25 @@
 //! it: the store's compacted revision is looked up at most once per [`COMPACTION_RECHECK`]
 //! (on etcd that lookup is a few range requests).
 //!
+//! Watchers get each event as a shared [`CachedEvent`]: the object is decoded (and rendered
+//! as JSON) at most once per event however many watchers see it, and only if one of them
+//! needs it (a selector to test, a table to print, a line to write).
+//!
 //! A watcher that falls more than [`BROADCAST`] events behind is dropped with
 //! [`store::Error::WatchLagged`] (the client re-lists, as with upstream's slow watchers); when
 //! a feed's store watch ends (the store closed, or etcd compacted under it), its watchers get
 //! the same error and the next watch starts a new feed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
-use store::{Error, Event, Revision, SharedStore, WatchStream};
+use futures::stream::BoxStream;
+use serde_json::Value;
+use store::{Error, Event, Revision, SharedStore};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -34,6 +42,76 @@ pub const WINDOW: usize = 256;
 pub const BROADCAST: usize = 8192;
 /// How long the store's compacted revision is taken as known.
 pub const COMPACTION_RECHECK: Duration = Duration::from_secs(1);
+
+/// A store event shared by every watcher that sees it, with its object decoded lazily and
+/// once.
+pub struct CachedEvent {
+    event: Event,
+    /// The object in API form (`metadata.resourceVersion` set); `None` if unreadable.
+    object: OnceLock<Option<Value>>,
+    /// The value before the change in API form.
+    prev: OnceLock<Option<Value>>,
+    /// `object` as JSON bytes.
+    json: OnceLock<Option<Bytes>>,
+}
+
+impl CachedEvent {
+    /// Wraps a store event; nothing is decoded yet.
+    pub fn new(event: Event) -> Self {
+        Self {
+            event,
+            object: OnceLock::new(),
+            prev: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The object as the API shows it, its resourceVersion the event's revision (for a delete,
+    /// the last state with the delete's revision); `None` if the stored value is unreadable.
+    pub fn object(&self) -> Option<&Value> {
+        self.object
+            .get_or_init(|| crate::objects::decode(&self.event.kv).ok())
+            .as_ref()
+    }
+
+    /// The object before this change, as the API showed it then; `None` for a create.
+    pub fn prev_object(&self) -> Option<&Value> {
+        self.prev
+            .get_or_init(|| {
+                let prev = self.event.prev.as_ref()?;
+                crate::objects::decode(prev).ok()
+            })
+            .as_ref()
+    }
+
+    /// [`Self::object`] as JSON, rendered without building the whole tree when possible.
+    pub fn object_json(&self) -> Option<&Bytes> {
+        self.json
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.event.kv.value.len() + 32);
+                match crate::objects::decode_raw(&self.event.kv, &mut out) {
+                    Ok(()) => Some(Bytes::from(out)),
+                    Err(_) => None,
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl Deref for CachedEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+/// The events of one API watch, in order; an error ends it.
+pub type CachedStream = BoxStream<'static, store::Result<Arc<CachedEvent>>>;
+
+/// Wraps a store's own watch (no feed: each event is its watcher's alone).
+fn uncached(stream: store::WatchStream) -> CachedStream {
+    Box::pin(stream.map(|r| r.map(|e| Arc::new(CachedEvent::new(e)))))
+}
 
 /// The feeds of one API server, by resource key prefix.
 pub struct WatchCache {
@@ -56,11 +134,11 @@ struct Feed {
 
 struct FeedState {
     /// The most recent events, oldest first (at most `Feed::window`).
-    window: VecDeque<Arc<Event>>,
+    window: VecDeque<Arc<CachedEvent>>,
     /// Every event with a revision above this one is in `window` or still to come.
     floor: Revision,
     /// Live events; `None` once the store watch has ended.
-    tx: Option<broadcast::Sender<Arc<Event>>>,
+    tx: Option<broadcast::Sender<Arc<CachedEvent>>>,
 }
 
 impl WatchCache {
@@ -89,10 +167,10 @@ impl WatchCache {
         resource_prefix: &str,
         prefix: &str,
         after: Revision,
-    ) -> store::Result<WatchStream> {
+    ) -> store::Result<CachedStream> {
         if after < self.compacted_revision().await? {
             // The store answers Compacted (a 410), as it does without a cache.
-            return self.store.watch(prefix, after).await;
+            return self.store.watch(prefix, after).await.map(uncached);
         }
         let feed = match self.feed(resource_prefix) {
             Some(feed) => feed,
@@ -102,7 +180,7 @@ impl WatchCache {
             let state = feed.state.lock().unwrap_or_else(PoisonError::into_inner);
             match &state.tx {
                 Some(tx) if after >= state.floor => {
-                    let backlog: VecDeque<Arc<Event>> = state
+                    let backlog: VecDeque<Arc<CachedEvent>> = state
                         .window
                         .iter()
                         .filter(|e| e.revision() > after && e.kv.key.starts_with(prefix))
@@ -116,7 +194,7 @@ impl WatchCache {
         match joined {
             Some((backlog, rx)) => Ok(follow(backlog, rx, prefix.to_string(), after)),
             // Older than the window, or the feed just ended: the store reads the history.
-            None => self.store.watch(prefix, after).await,
+            None => self.store.watch(prefix, after).await.map(uncached),
         }
     }
 
@@ -178,11 +256,11 @@ impl WatchCache {
 }
 
 /// Moves a resource's store events into its feed until the store watch ends.
-async fn run_feed(feed: Arc<Feed>, mut stream: WatchStream, resource_prefix: String) {
+async fn run_feed(feed: Arc<Feed>, mut stream: store::WatchStream, resource_prefix: String) {
     let ended = loop {
         match stream.next().await {
             Some(Ok(event)) => {
-                let event = Arc::new(event);
+                let event = Arc::new(CachedEvent::new(event));
                 let mut state = feed.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if state.window.len() >= feed.window
                     && let Some(old) = state.window.pop_front()
@@ -213,27 +291,27 @@ async fn run_feed(feed: Arc<Feed>, mut stream: WatchStream, resource_prefix: Str
 
 /// A watcher's stream: the backlog from the window, then live events under `prefix`.
 fn follow(
-    backlog: VecDeque<Arc<Event>>,
-    rx: broadcast::Receiver<Arc<Event>>,
+    backlog: VecDeque<Arc<CachedEvent>>,
+    rx: broadcast::Receiver<Arc<CachedEvent>>,
     prefix: String,
     after: Revision,
-) -> WatchStream {
+) -> CachedStream {
     struct Follower {
-        backlog: VecDeque<Arc<Event>>,
-        rx: broadcast::Receiver<Arc<Event>>,
+        backlog: VecDeque<Arc<CachedEvent>>,
+        rx: broadcast::Receiver<Arc<CachedEvent>>,
         prefix: String,
         after: Revision,
     }
     impl Follower {
-        async fn next(&mut self) -> store::Result<Event> {
+        async fn next(&mut self) -> store::Result<Arc<CachedEvent>> {
             if let Some(event) = self.backlog.pop_front() {
-                return Ok(Event::clone(&event));
+                return Ok(event);
             }
             loop {
                 match self.rx.recv().await {
                     Ok(event) => {
                         if event.revision() > self.after && event.kv.key.starts_with(&self.prefix) {
-                            return Ok(Event::clone(&event));
+                            return Ok(event);
                         }
                     }
                     Err(RecvError::Lagged(_) | RecvError::Closed) => {
@@ -269,7 +347,7 @@ mod tests {
     use async_trait::async_trait;
     use bytes::Bytes;
     use store::sqlite::SqliteStore;
-    use store::{KeyValue, RangeRequest, RangeResponse, Store};
+    use store::{KeyValue, RangeRequest, RangeResponse, Store, WatchStream};
 
     use super::*;
 
@@ -326,7 +404,7 @@ mod tests {
         (dir, store)
     }
 
-    async fn take(stream: &mut WatchStream, n: usize) -> Vec<(String, Revision)> {
+    async fn take(stream: &mut CachedStream, n: usize) -> Vec<(String, Revision)> {
         let mut got = vec![];
         for _ in 0..n {
             let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
