@@ -4,8 +4,9 @@
 //! does not overcommit a node while bindings are in flight), and the pending pods nominated
 //! to a node by preemption.
 //!
-//! A cycle's snapshot is a list of `Arc<NodeInfo>`: taking it costs one reference count per
-//! node; a node changed later is copied on write.
+//! A cycle's snapshot is a shared, name-sorted list of `Arc<NodeInfo>` that the cache keeps
+//! in step with its map: taking it costs one reference count, not one per node; a node
+//! changed later is copied on write (and so is the list, if a snapshot still holds it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -39,6 +40,8 @@ fn is_terminal(pod: &Pod) -> bool {
 #[derive(Default)]
 pub struct Cache {
     nodes: BTreeMap<String, Arc<NodeInfo>>,
+    /// The values of `nodes`, in the same (name) order, shared with snapshots.
+    list: Arc<Vec<Arc<NodeInfo>>>,
     /// Pods counted on a node (bound, or assumed), with that node.
     pods: HashMap<Key, (String, Arc<Pod>)>,
     /// Keys of the assumed pods among them.
@@ -51,6 +54,20 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Brings the shared list in step with the map for node `name`.
+    fn sync(&mut self, name: &str) {
+        let list = Arc::make_mut(&mut self.list);
+        let at = list.binary_search_by(|n| n.name.as_str().cmp(name));
+        match (self.nodes.get(name), at) {
+            (Some(info), Ok(i)) => list[i] = info.clone(),
+            (Some(info), Err(i)) => list.insert(i, info.clone()),
+            (None, Ok(i)) => {
+                list.remove(i);
+            }
+            (None, Err(_)) => {}
+        }
+    }
+
     /// A node was added or changed.
     pub fn apply_node(&mut self, node: Arc<Node>) {
         let name = node.name_any();
@@ -66,12 +83,14 @@ impl Cache {
                 .filter(|(n, _)| *n == name)
                 .for_each(|(_, p)| info.add_pod(p.clone())),
         }
-        self.nodes.insert(name, Arc::new(info));
+        self.nodes.insert(name.clone(), Arc::new(info));
+        self.sync(&name);
     }
 
     /// A node was deleted.
     pub fn delete_node(&mut self, name: &str) {
         self.nodes.remove(name);
+        self.sync(name);
     }
 
     fn remove_from_node(&mut self, key: &str) {
@@ -80,12 +99,15 @@ impl Cache {
         {
             let rebuilt = info.without(|p| key_of(p) == key);
             *info = Arc::new(rebuilt);
+            self.sync(&node);
         }
     }
 
     fn add_to_node(&mut self, key: Key, node: &str, pod: Arc<Pod>) {
         if let Some(info) = self.nodes.get_mut(node) {
+            // The list shares this NodeInfo, so it is copied (a few pods) and the copy changed.
             Arc::make_mut(info).add_pod(pod.clone());
+            self.sync(node);
         }
         self.pods.insert(key, (node.to_string(), pod));
     }
@@ -178,26 +200,28 @@ impl Cache {
             gone.iter().for_each(|k| self.delete_pod(k));
         } else if let Some(seen) = self.relist_nodes.take() {
             self.nodes.retain(|n, _| seen.contains(n));
+            self.list = Arc::new(self.nodes.values().cloned().collect());
         }
     }
 
     /// The nodes, sorted by name, with the pending pods nominated to them whose priority is at
     /// least `priority` (other than `exclude`), so that the room preemption made for them is
     /// not taken by pods of lower priority.
-    pub fn snapshot(&self, exclude: &str, priority: i32) -> Vec<Arc<NodeInfo>> {
-        let mut nodes: Vec<Arc<NodeInfo>> = self.nodes.values().cloned().collect();
-        if self.nominated.is_empty() {
-            return nodes;
+    pub fn snapshot(&self, exclude: &str, priority: i32) -> Arc<Vec<Arc<NodeInfo>>> {
+        let counted = |key: &str, pod: &Pod| key != exclude && pod_priority(pod) >= priority;
+        if !self.nominated.iter().any(|(k, (_, p))| counted(k, p)) {
+            return self.list.clone();
         }
+        let mut nodes: Vec<Arc<NodeInfo>> = self.list.as_ref().clone();
         for (key, (node, pod)) in &self.nominated {
-            if key == exclude || pod_priority(pod) < priority {
+            if !counted(key, pod) {
                 continue;
             }
             if let Ok(i) = nodes.binary_search_by(|n| n.name.as_str().cmp(node)) {
                 Arc::make_mut(&mut nodes[i]).add_pod(pod.clone());
             }
         }
-        nodes
+        Arc::new(nodes)
     }
 
     /// Whether `key` is assumed (its binding is in flight).
@@ -259,6 +283,32 @@ mod tests {
         c.apply_pod(bound("b", "n1", "1"));
         c.delete_pod("default/b");
         assert_eq!(cpu_on(&c, "n1"), 0);
+    }
+
+    #[test]
+    fn snapshots_are_sorted_and_keep_their_view_while_the_cache_moves_on() {
+        let mut c = Cache::default();
+        for n in ["n3", "n1", "n2"] {
+            c.apply_node(Arc::new(node(n, "4", "8Gi", &[])));
+        }
+        let before = c.snapshot("", 0);
+        let names: Vec<&str> = before.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"]);
+        c.apply_pod(bound("a", "n2", "1"));
+        c.delete_node("n1");
+        // The old snapshot is unchanged; a new one sees the pod and the deletion.
+        assert_eq!(before.len(), 3);
+        assert_eq!(before[1].requested.milli_cpu, 0);
+        let after = c.snapshot("", 0);
+        let names: Vec<&str> = after.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n2", "n3"]);
+        assert_eq!(after[0].requested.milli_cpu, 1000);
+        // A relist that no longer shows a node drops it from snapshots too.
+        c.relist_started(false);
+        c.apply_node(Arc::new(node("n3", "4", "8Gi", &[])));
+        c.relist_done(false);
+        let names: Vec<String> = c.snapshot("", 0).iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names, ["n3"]);
     }
 
     #[test]

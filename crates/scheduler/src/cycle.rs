@@ -203,8 +203,14 @@ impl Worker {
             .schedule(&info, &nodes, &self.listers, &mut self.rng)
         {
             Ok((node, prepared)) => {
-                if let Some(n) = nodes.iter().find(|n| n.name == node) {
-                    self.bind_volumes(key, &prepared, n).await;
+                let chosen = nodes
+                    .binary_search_by(|n| n.name.as_str().cmp(&node))
+                    .ok()
+                    .map(|i| nodes[i].clone());
+                // Let go of the snapshot before the cache changes, so it is not copied.
+                drop(nodes);
+                if let Some(n) = chosen {
+                    self.bind_volumes(key, &prepared, &n).await;
                 }
                 if let Ok(mut c) = self.shared.cache.lock() {
                     c.assume(pod.clone(), &node);

@@ -231,6 +231,9 @@ pub struct NodeInfo {
     pub node: Arc<Node>,
     /// The node's name.
     pub name: String,
+    /// Whether the node is cordoned (`spec.unschedulable`), kept here because every cycle
+    /// asks it of many nodes.
+    pub unschedulable: bool,
     /// What the node offers (`status.allocatable`).
     pub allocatable: Resource,
     /// The sum of the requests of the pods on the node.
@@ -261,6 +264,11 @@ impl NodeInfo {
         );
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
             node,
             allocatable,
             requested: Resource::default(),

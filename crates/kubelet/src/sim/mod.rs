@@ -45,6 +45,8 @@ pub const KUBELET_VERSION: &str = "v1.33.0-corten-sim";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How often leases are renewed.
 const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// Lease renewals in flight at once.
+const LEASE_CONCURRENCY: usize = 64;
 /// How long an exiting pod runs.
 const EXIT_AFTER: Duration = Duration::from_secs(1);
 
@@ -250,15 +252,7 @@ pub async fn run_simulated_nodes(
                 }
             }
             tracing::info!(count = sims.len(), "simulated nodes registered");
-            let mut tick = tokio::time::interval(LEASE_RENEW);
-            loop {
-                tick.tick().await;
-                for n in &sims {
-                    if let Err(e) = renew_lease(&leases, &n.name).await {
-                        tracing::debug!(node = %n.name, error = %e, "lease renewal failed");
-                    }
-                }
-            }
+            renew_leases(leases, sims).await;
         });
     }
     tasks.spawn(pod_loop(client.clone(), by_name));
@@ -270,6 +264,32 @@ pub async fn run_simulated_nodes(
         let _ = leases.delete(&n.name, &DeleteParams::default()).await;
     }
     tracing::info!(count = sims.len(), "simulated nodes deleted");
+}
+
+/// Renews every node's Lease once per [`LEASE_RENEW`], as that many kubelets would: the
+/// renewals are spread evenly over the period (not sent in one burst, nor one after another,
+/// which would let the last nodes' leases expire under a loaded API server), at most
+/// [`LEASE_CONCURRENCY`] in flight.
+async fn renew_leases(leases: Api<Lease>, sims: Vec<SimNode>) {
+    if sims.is_empty() {
+        return;
+    }
+    let pace = (LEASE_RENEW / sims.len() as u32).max(Duration::from_micros(100));
+    let mut tick = tokio::time::interval(pace);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(LEASE_CONCURRENCY));
+    for n in sims.iter().cycle() {
+        tick.tick().await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (leases, name) = (leases.clone(), n.name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = renew_lease(&leases, &name).await {
+                tracing::debug!(node = %name, error = %e, "lease renewal failed");
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// What the pod loop remembers between events.
