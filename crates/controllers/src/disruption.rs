@@ -16,6 +16,7 @@
 //! the `DisruptionAllowed` condition says `SufficientPods` or `InsufficientPods`. A budget that
 //! fails safe gets a `CalculateExpectedPodCountFailed` warning event.
 
+use crate::informers::PodEvents;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,13 +56,12 @@ fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let pdbs: Api<PodDisruptionBudget> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(pdbs, watcher::Config::default());
     let store = controller.store();
     controller
-        .watches(pods, watcher::Config::default(), move |pod| {
+        .watches_shared_stream(pods, move |pod| {
             let ns = pod.namespace();
             store
                 .state()

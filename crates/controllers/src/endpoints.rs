@@ -5,6 +5,7 @@
 //! container ports). The Endpoints is owned by its Service, so the garbage collector removes
 //! it with the Service. Services without a selector keep hand-written Endpoints.
 
+use crate::informers::PodEvents;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +40,12 @@ pub(crate) fn selects(svc: &Service, pod: &Pod) -> bool {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
     let cache = controller.store();
     controller
-        .watches(pods, watcher::Config::default(), move |pod| {
+        .watches_shared_stream(pods, move |pod| {
             cache
                 .state()
                 .into_iter()

@@ -17,6 +17,7 @@
 //! Existing slices are reused (matched by port set) and only written when they differ;
 //! slices that are no longer needed are deleted. Slices managed by anyone else are left alone.
 
+use crate::informers::PodEvents;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +48,8 @@ struct Ctx {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
     let cache = controller.store();
@@ -58,7 +58,7 @@ pub async fn run(client: Client) {
             slices,
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
         )
-        .watches(pods, watcher::Config::default(), move |pod| {
+        .watches_shared_stream(pods, move |pod| {
             cache
                 .state()
                 .into_iter()

@@ -27,6 +27,7 @@
 //! - [`podautoscaler`]: HorizontalPodAutoscalers (replica bounds; no metrics source yet).
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
 //!
+//! [`informers`] runs the one pod watch that the workload controllers share.
 //! [`leaderelection`] elects, through a Lease, the one server of several that runs them.
 //!
 //! [`events`] records the controllers' core/v1 Events. [`history`] keeps the
@@ -48,6 +49,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod garbagecollector;
 pub mod history;
+pub mod informers;
 pub mod job;
 pub mod leaderelection;
 pub mod namespace;
@@ -75,6 +77,7 @@ pub struct Config {
 /// Runs every controller until `shutdown` turns true.
 pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
+    let mut pods = informers::SharedPods::new();
     spawn(&mut tasks, "namespace", namespace::run(client.clone()));
     spawn(
         &mut tasks,
@@ -86,23 +89,43 @@ pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<b
         "serviceaccount",
         serviceaccount::run(client.clone()),
     );
-    spawn(&mut tasks, "replicaset", replicaset::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "replicaset",
+        replicaset::run(client.clone(), pods.subscribe()),
+    );
     spawn(
         &mut tasks,
         "replicationcontroller",
-        replicaset::run_replication_controllers(client.clone()),
+        replicaset::run_replication_controllers(client.clone(), pods.subscribe()),
     );
     spawn(&mut tasks, "deployment", deployment::run(client.clone()));
-    spawn(&mut tasks, "endpoints", endpoints::run(client.clone()));
-    spawn(&mut tasks, "statefulset", statefulset::run(client.clone()));
-    spawn(&mut tasks, "job", job::run(client.clone()));
-    spawn(&mut tasks, "daemonset", daemonset::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "endpoints",
+        endpoints::run(client.clone(), pods.subscribe()),
+    );
+    spawn(
+        &mut tasks,
+        "statefulset",
+        statefulset::run(client.clone(), pods.subscribe()),
+    );
+    spawn(
+        &mut tasks,
+        "job",
+        job::run(client.clone(), pods.subscribe(), pods.subscribe()),
+    );
+    spawn(
+        &mut tasks,
+        "daemonset",
+        daemonset::run(client.clone(), pods.subscribe()),
+    );
     spawn(&mut tasks, "cronjob", cronjob::run(client.clone()));
     spawn(&mut tasks, "volumes", volumes::run(client.clone()));
     spawn(
         &mut tasks,
         "endpointslice",
-        endpointslice::run(client.clone()),
+        endpointslice::run(client.clone(), pods.subscribe()),
     );
     spawn(
         &mut tasks,
@@ -117,9 +140,13 @@ pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<b
     spawn(
         &mut tasks,
         "tainteviction",
-        tainteviction::run(client.clone()),
+        tainteviction::run(client.clone(), pods.store()),
     );
-    spawn(&mut tasks, "disruption", disruption::run(client.clone()));
+    spawn(
+        &mut tasks,
+        "disruption",
+        disruption::run(client.clone(), pods.subscribe()),
+    );
     spawn(
         &mut tasks,
         "podautoscaler",
@@ -128,11 +155,13 @@ pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<b
     spawn(
         &mut tasks,
         "resourcequota",
-        resourcequota::run(client.clone()),
+        resourcequota::run(client.clone(), pods.subscribe()),
     );
     if let Some(cidr) = nodeipam::Ipv4Net::parse(nodeipam::DEFAULT_CLUSTER_CIDR) {
         spawn(&mut tasks, "nodeipam", nodeipam::run(client.clone(), cidr));
     }
+    // Every subscriber is in: the one pod watch starts.
+    spawn(&mut tasks, "pod-informer", pods.run(client.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;
     tasks.abort_all();
 }

@@ -19,6 +19,7 @@
 //! controller for them: [`Replicated`] is what the controller needs of either kind (an RC's
 //! map selector becomes `matchLabels`), and [`run_replication_controllers`] starts it for RCs.
 
+use crate::informers::PodEvents;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,13 +139,13 @@ impl Replicated for ReplicationController {
 }
 
 /// Runs the ReplicaSet controller forever.
-pub async fn run(client: Client) {
-    run_for::<ReplicaSet>(client).await
+pub async fn run(client: Client, pods: PodEvents) {
+    run_for::<ReplicaSet>(client, pods).await
 }
 
 /// Runs the ReplicationController controller forever (the same controller, for RCs).
-pub async fn run_replication_controllers(client: Client) {
-    run_for::<ReplicationController>(client).await
+pub async fn run_replication_controllers(client: Client, pods: PodEvents) {
+    run_for::<ReplicationController>(client, pods).await
 }
 
 /// The controllers a pod concerns: its controller of kind `K`, or, for an orphan, every `K`
@@ -170,17 +171,14 @@ fn owners<K: Replicated>(store: &Store<K>, pod: &Pod) -> Vec<ObjectRef<K>> {
         .collect()
 }
 
-async fn run_for<K: Replicated>(client: Client) {
+async fn run_for<K: Replicated>(client: Client, pods: PodEvents) {
     let sets: Api<K> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
     let kind = K::kind(&());
     controller
         // Owned pods map to their controller, orphans to every one that could adopt them.
-        .watches(pods, watcher::Config::default(), move |pod| {
-            owners(&store, &pod)
-        })
+        .watches_shared_stream(pods, move |pod| owners(&store, &pod))
         .run(
             reconcile::<K>,
             |_, _, _| Action::requeue(Duration::from_secs(1)),

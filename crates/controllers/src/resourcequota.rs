@@ -8,13 +8,14 @@
 //! only when a tracked resource needs them; `count/` of kinds outside [`KINDS`] stays 0.
 //! Quota scopes and scope selectors are not applied yet.
 
+use crate::informers::PodEvents;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::quota::{self, Usage};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ResourceQuotaStatus};
+use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -73,13 +74,12 @@ fn contributes(group: &str, plural: &str, name: &str) -> bool {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let quotas: Api<ResourceQuota> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(quotas, watcher::Config::default());
     let store = controller.store();
     controller
-        .watches(pods, watcher::Config::default(), move |pod| {
+        .watches_shared_stream(pods, move |pod| {
             let ns = pod.namespace();
             store
                 .state()

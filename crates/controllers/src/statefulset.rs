@@ -10,6 +10,7 @@
 //! Like the ReplicaSet controller, a reconcile reads the set and lists pods and claims from the
 //! API server, so it always sees what earlier reconciles did.
 
+use crate::informers::PodEvents;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,14 +44,13 @@ struct Ctx {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let sets: Api<StatefulSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
     controller
-        .watches(pods, watcher::Config::default(), move |pod| {
-            owners_of(&store, &pod, |s: &StatefulSet| {
+        .watches_shared_stream(pods, move |pod| {
+            owners_of(&store, &*pod, |s: &StatefulSet| {
                 s.spec.as_ref().map(|s| &s.selector)
             })
         })

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use scheduler::plugins::tainttoleration::tolerates;
@@ -42,17 +43,9 @@ pub fn toleration_time(tolerations: &[Toleration], taints: &[Taint]) -> Option<D
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
-    let (pods, pod_writer) = reflector::store::<Pod>();
+/// `pods` is the shared pod informer's cache.
+pub async fn run(client: Client, pods: Store<Pod>) {
     let (nodes, node_writer) = reflector::store::<Node>();
-    tokio::spawn(
-        reflector(
-            pod_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|_| async {}),
-    );
     tokio::spawn(
         reflector(
             node_writer,

@@ -21,6 +21,7 @@
 
 pub mod util;
 
+use crate::informers::PodEvents;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,16 +50,15 @@ struct Ctx {
 }
 
 /// Runs the controller forever.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: PodEvents) {
     let sets: Api<DaemonSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
     let all = store.clone();
     controller
-        .watches(pods, watcher::Config::default(), move |pod| {
-            owners_of(&store, &pod, |d: &DaemonSet| {
+        .watches_shared_stream(pods, move |pod| {
+            owners_of(&store, &*pod, |d: &DaemonSet| {
                 d.spec.as_ref().map(|s| &s.selector)
             })
         })

@@ -3,6 +3,7 @@
 //! gone, in a loop of its own), and finished jobs whose `ttlSecondsAfterFinished` passed
 //! (upstream's TTL-after-finished controller, foreground propagation).
 
+use crate::informers::PodEvents;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -134,14 +134,9 @@ pub(super) async fn remove_finalizers<'a>(
 
 /// Removes the tracking finalizer from pods whose Job is gone, being deleted or no longer
 /// their controller (upstream handles these in its pod event handlers).
-pub(super) async fn free_orphans(client: Client, cache: Store<Job>) {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher::watcher(pods, watcher::Config::default()).boxed();
-    while let Some(event) = events.next().await {
-        let pod = match event {
-            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
-            _ => continue,
-        };
+/// (A deleted pod has no finalizers left, so deletions among `pods` are passed over.)
+pub(super) async fn free_orphans(client: Client, cache: Store<Job>, mut pods: PodEvents) {
+    while let Some(pod) = pods.next().await {
         if !has_tracking_finalizer(&pod) {
             continue;
         }
@@ -173,7 +168,7 @@ pub(super) async fn free_orphans(client: Client, cache: Store<Job>) {
         };
         if orphan {
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            if let Err(e) = remove_finalizers(&api, std::iter::once(&pod)).await {
+            if let Err(e) = remove_finalizers(&api, std::iter::once(&*pod)).await {
                 tracing::debug!(pod = %pod.name_any(), error = %e, "tracking finalizer not removed");
             }
         }

@@ -29,6 +29,7 @@
 mod cleanup;
 pub mod util;
 
+use crate::informers::PodEvents;
 use cleanup::{delete_pods, free_orphans, remove_finalizers, ttl};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -66,16 +67,14 @@ fn selector_of(job: &Job) -> Option<&LabelSelector> {
 }
 
 /// Runs the controller (and the loop that frees orphaned pods) forever.
-pub async fn run(client: Client) {
+/// `pods` and `orphan_pods` are two subscriptions to the shared pod informer.
+pub async fn run(client: Client, pods: PodEvents, orphan_pods: PodEvents) {
     let jobs: Api<Job> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     let cache = store.clone();
     let main = controller
-        .watches(pods, watcher::Config::default(), move |pod| {
-            owners_of(&store, &pod, selector_of)
-        })
+        .watches_shared_stream(pods, move |pod| owners_of(&store, &*pod, selector_of))
         .run(
             reconcile,
             |_, _, _| Action::requeue(Duration::from_secs(1)),
@@ -88,7 +87,7 @@ pub async fn run(client: Client) {
                 tracing::debug!(error = %e, "job reconcile failed");
             }
         });
-    tokio::join!(main, free_orphans(client, cache));
+    tokio::join!(main, free_orphans(client, cache, orphan_pods));
 }
 
 /// What a job is finishing with: the terminal condition to add once every pod is counted.
