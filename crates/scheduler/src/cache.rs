@@ -14,7 +14,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 
-use crate::framework::{NodeInfo, pod_priority};
+use crate::framework::{AffinityCounts, NodeInfo, pod_priority};
 use crate::queue::Key;
 
 /// `namespace/name` of a pod.
@@ -42,6 +42,8 @@ pub struct Cache {
     nodes: BTreeMap<String, Arc<NodeInfo>>,
     /// The values of `nodes`, in the same (name) order, shared with snapshots.
     list: Arc<Vec<Arc<NodeInfo>>>,
+    /// The affinity pods over `list`.
+    affinity: AffinityCounts,
     /// Pods counted on a node (bound, or assumed), with that node.
     pods: HashMap<Key, (String, Arc<Pod>)>,
     /// Keys of the assumed pods among them.
@@ -58,6 +60,9 @@ impl Cache {
     fn sync(&mut self, name: &str) {
         let list = Arc::make_mut(&mut self.list);
         let at = list.binary_search_by(|n| n.name.as_str().cmp(name));
+        if let Ok(i) = at {
+            self.affinity = self.affinity.minus(&list[i]);
+        }
         match (self.nodes.get(name), at) {
             (Some(info), Ok(i)) => list[i] = info.clone(),
             (Some(info), Err(i)) => list.insert(i, info.clone()),
@@ -65,6 +70,9 @@ impl Cache {
                 list.remove(i);
             }
             (None, Err(_)) => {}
+        }
+        if let Some(info) = self.nodes.get(name) {
+            self.affinity = self.affinity.plus(info);
         }
     }
 
@@ -201,16 +209,22 @@ impl Cache {
         } else if let Some(seen) = self.relist_nodes.take() {
             self.nodes.retain(|n, _| seen.contains(n));
             self.list = Arc::new(self.nodes.values().cloned().collect());
+            self.affinity = AffinityCounts::of(self.list.iter().map(|n| &**n));
         }
     }
 
     /// The nodes, sorted by name, with the pending pods nominated to them whose priority is at
     /// least `priority` (other than `exclude`), so that the room preemption made for them is
     /// not taken by pods of lower priority.
-    pub fn snapshot(&self, exclude: &str, priority: i32) -> Arc<Vec<Arc<NodeInfo>>> {
+    /// The affinity pods are counted with them.
+    pub fn snapshot(
+        &self,
+        exclude: &str,
+        priority: i32,
+    ) -> (Arc<Vec<Arc<NodeInfo>>>, AffinityCounts) {
         let counted = |key: &str, pod: &Pod| key != exclude && pod_priority(pod) >= priority;
         if !self.nominated.iter().any(|(k, (_, p))| counted(k, p)) {
-            return self.list.clone();
+            return (self.list.clone(), self.affinity);
         }
         let mut nodes: Vec<Arc<NodeInfo>> = self.list.as_ref().clone();
         for (key, (node, pod)) in &self.nominated {
@@ -221,7 +235,8 @@ impl Cache {
                 Arc::make_mut(&mut nodes[i]).add_pod(pod.clone());
             }
         }
-        Arc::new(nodes)
+        let affinity = AffinityCounts::of(nodes.iter().map(|n| &**n));
+        (Arc::new(nodes), affinity)
     }
 
     /// Whether `key` is assumed (its binding is in flight).
@@ -254,6 +269,7 @@ mod tests {
 
     fn cpu_on(c: &Cache, n: &str) -> i64 {
         c.snapshot("", 0)
+            .0
             .iter()
             .find(|i| i.name == n)
             .map(|i| i.requested.milli_cpu)
@@ -291,7 +307,7 @@ mod tests {
         for n in ["n3", "n1", "n2"] {
             c.apply_node(Arc::new(node(n, "4", "8Gi", &[])));
         }
-        let before = c.snapshot("", 0);
+        let (before, _) = c.snapshot("", 0);
         let names: Vec<&str> = before.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["n1", "n2", "n3"]);
         c.apply_pod(bound("a", "n2", "1"));
@@ -299,7 +315,7 @@ mod tests {
         // The old snapshot is unchanged; a new one sees the pod and the deletion.
         assert_eq!(before.len(), 3);
         assert_eq!(before[1].requested.milli_cpu, 0);
-        let after = c.snapshot("", 0);
+        let (after, _) = c.snapshot("", 0);
         let names: Vec<&str> = after.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["n2", "n3"]);
         assert_eq!(after[0].requested.milli_cpu, 1000);
@@ -307,8 +323,29 @@ mod tests {
         c.relist_started(false);
         c.apply_node(Arc::new(node("n3", "4", "8Gi", &[])));
         c.relist_done(false);
-        let names: Vec<String> = c.snapshot("", 0).iter().map(|n| n.name.clone()).collect();
+        let names: Vec<String> = c.snapshot("", 0).0.iter().map(|n| n.name.clone()).collect();
         assert_eq!(names, ["n3"]);
+        // The affinity pods are counted as they come and go.
+        use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm, PodAntiAffinity};
+        let mut anti = (*bound("x", "n3", "1")).clone();
+        anti.spec.as_mut().unwrap().affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.apply_pod(Arc::new(anti));
+        let counts = AffinityCounts {
+            with_affinity: 1,
+            with_required_anti_affinity: 1,
+        };
+        assert_eq!(c.snapshot("", 0).1, counts);
+        c.delete_pod("default/x");
+        assert_eq!(c.snapshot("", 0).1, AffinityCounts::default());
     }
 
     #[test]
@@ -357,8 +394,11 @@ mod tests {
             ..Default::default()
         });
         c.apply_pod(Arc::new(p));
-        assert_eq!(c.snapshot("default/other", 10)[0].requested.milli_cpu, 3000);
-        assert_eq!(c.snapshot("default/other", 200)[0].requested.milli_cpu, 0);
-        assert_eq!(c.snapshot("default/big", 10)[0].requested.milli_cpu, 0);
+        assert_eq!(
+            c.snapshot("default/other", 10).0[0].requested.milli_cpu,
+            3000
+        );
+        assert_eq!(c.snapshot("default/other", 200).0[0].requested.milli_cpu, 0);
+        assert_eq!(c.snapshot("default/big", 10).0[0].requested.milli_cpu, 0);
     }
 }

@@ -192,7 +192,7 @@ impl Worker {
             return;
         };
         let info = PodInfo::new(pod.clone());
-        let nodes = match self.shared.cache.lock() {
+        let (nodes, affinity) = match self.shared.cache.lock() {
             // Its binding is in flight.
             Ok(c) if c.is_assumed(key) => return,
             Ok(c) => c.snapshot(key, info.priority()),
@@ -200,7 +200,7 @@ impl Worker {
         };
         match self
             .framework
-            .schedule(&info, &nodes, &self.listers, &mut self.rng)
+            .schedule(&info, &nodes, affinity, &self.listers, &mut self.rng)
         {
             Ok((node, prepared)) => {
                 let chosen = nodes

@@ -124,6 +124,59 @@ pub struct Snapshot<'a> {
     pub nodes: Vec<&'a NodeInfo>,
     /// Lookups beyond nodes and pods.
     pub listers: &'a dyn Listers,
+    /// How many pods on all the nodes have pod (anti-)affinity: plugins skip the walk over
+    /// every node's pods when none has.
+    pub affinity: AffinityCounts,
+}
+
+impl<'a> Snapshot<'a> {
+    /// A snapshot of `nodes`, counting their affinity pods.
+    pub fn new(nodes: Vec<&'a NodeInfo>, listers: &'a dyn Listers) -> Self {
+        let affinity = AffinityCounts::of(nodes.iter().copied());
+        Snapshot {
+            nodes,
+            listers,
+            affinity,
+        }
+    }
+}
+
+/// Pods with pod affinity terms, summed over nodes (upstream's snapshot keeps the lists of
+/// such nodes for the same reason).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityCounts {
+    /// Pods with pod affinity or anti-affinity of any kind.
+    pub with_affinity: usize,
+    /// Pods with required pod anti-affinity.
+    pub with_required_anti_affinity: usize,
+}
+
+impl AffinityCounts {
+    /// The sum over `nodes`.
+    pub fn of<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>) -> Self {
+        nodes
+            .into_iter()
+            .fold(Self::default(), |sum, n| sum.plus(n))
+    }
+
+    /// This sum with one node's pods added.
+    pub fn plus(self, n: &NodeInfo) -> Self {
+        AffinityCounts {
+            with_affinity: self.with_affinity + n.pods_with_affinity,
+            with_required_anti_affinity: self.with_required_anti_affinity
+                + n.pods_with_required_anti_affinity,
+        }
+    }
+
+    /// This sum with one node's pods taken away.
+    pub fn minus(self, n: &NodeInfo) -> Self {
+        AffinityCounts {
+            with_affinity: self.with_affinity.saturating_sub(n.pods_with_affinity),
+            with_required_anti_affinity: self
+                .with_required_anti_affinity
+                .saturating_sub(n.pods_with_required_anti_affinity),
+        }
+    }
 }
 
 /// The pod being scheduled, with what the plugins keep asking about it computed once.
@@ -464,16 +517,19 @@ impl Framework {
     /// One scheduling cycle: the name of the chosen node (and the pod with this cycle's
     /// state), or why none fits. Like upstream, it stops filtering once it has found
     /// [`feasible_nodes_to_find`] nodes, and the next cycle starts where this one stopped.
+    /// `affinity` must be the [`AffinityCounts`] of `nodes` (kept by the cache).
     pub fn schedule(
         &self,
         pod: &PodInfo,
         nodes: &[Arc<NodeInfo>],
+        affinity: AffinityCounts,
         listers: &dyn Listers,
         rng: &mut impl Rng,
     ) -> Result<(String, PodInfo), FitError> {
         let snapshot = Snapshot {
             nodes: nodes.iter().map(|n| &**n).collect(),
             listers,
+            affinity,
         };
         let preemption_never = pod
             .pod

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
+#[cfg(test)]
+use crate::framework::AffinityCounts;
 use crate::framework::{
     Code, FitError, Framework, Listers, NodeInfo, PodInfo, Snapshot, Status, pod_priority,
 };
@@ -83,14 +85,14 @@ fn fits(
     node: &NodeInfo,
     listers: &dyn Listers,
 ) -> Result<(), Status> {
-    let snapshot = Snapshot {
-        nodes: nodes
+    let snapshot = Snapshot::new(
+        nodes
             .iter()
             .enumerate()
             .map(|(j, n)| if j == index { node } else { &**n })
             .collect(),
         listers,
-    };
+    );
     let prepared = fw.prepare(pod, &snapshot)?;
     fw.run_filters(&prepared, node)
 }
@@ -217,7 +219,13 @@ mod tests {
         let fw = default_framework();
         let p = pinfo(incoming);
         let fit = fw
-            .schedule(&p, nodes, &NoListers, &mut rand::rng())
+            .schedule(
+                &p,
+                nodes,
+                AffinityCounts::of(nodes.iter().map(|n| &**n)),
+                &NoListers,
+                &mut rand::rng(),
+            )
             .expect_err("the pod must not fit");
         preempt(&fw, &p, nodes, &NoListers, &fit)
     }

@@ -213,6 +213,13 @@ impl Filter for InterPodAffinity {
         let terms = &state.terms;
         let has_own =
             !terms.required_affinity.is_empty() || !terms.required_anti_affinity.is_empty();
+        let existing_anti = snapshot.affinity.with_required_anti_affinity > 0;
+        if !has_own && !existing_anti {
+            // Nothing to look for on any node (the common case: no affinity anywhere); with
+            // no required affinity of its own, the pod trivially matches it.
+            state.matches_own_affinity = true;
+            return Ok(Some(Arc::new(state)));
+        }
         for node in &snapshot.nodes {
             if node.pods_with_required_anti_affinity > 0 {
                 for existing in &node.pods {
@@ -329,7 +336,12 @@ impl Score for InterPodAffinity {
         let has_preferred =
             !own.preferred_affinity.is_empty() || !own.preferred_anti_affinity.is_empty();
         let mut pairs: HashMap<Pair, i64> = HashMap::new();
-        for node in &snapshot.nodes {
+        let nodes: &[&NodeInfo] = if has_preferred || snapshot.affinity.with_affinity > 0 {
+            &snapshot.nodes
+        } else {
+            &[]
+        };
+        for node in nodes {
             if !has_preferred && node.pods_with_affinity == 0 {
                 continue;
             }

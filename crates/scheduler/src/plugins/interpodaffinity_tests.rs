@@ -81,19 +81,13 @@ fn filter(pod: Pod, nodes: &[NodeInfo]) -> Vec<Result<(), Status>> {
 
 fn filter_with(pod: Pod, nodes: &[NodeInfo], listers: &dyn Listers) -> Vec<Result<(), Status>> {
     let fw = Framework::new().with_filter(InterPodAffinity);
-    let snap = Snapshot {
-        nodes: nodes.iter().collect(),
-        listers,
-    };
+    let snap = Snapshot::new(nodes.iter().collect(), listers);
     let p = fw.prepare(&pinfo(pod), &snap).unwrap();
     nodes.iter().map(|n| fw.run_filters(&p, n)).collect()
 }
 
 fn scores(pod: Pod, nodes: &[NodeInfo]) -> Vec<i64> {
-    let snap = Snapshot {
-        nodes: nodes.iter().collect(),
-        listers: &NoListers,
-    };
+    let snap = Snapshot::new(nodes.iter().collect(), &NoListers);
     let p = pinfo(pod);
     let mut s = InterPodAffinity.score_all(&p, &snap, &snap.nodes);
     InterPodAffinity.normalize(&mut s);

@@ -49,19 +49,13 @@ fn n(name: &str, zone: Option<&str>, pods: usize) -> NodeInfo {
 
 fn filter(pod: Pod, nodes: &[NodeInfo]) -> Vec<Result<(), Status>> {
     let fw = Framework::new().with_filter(PodTopologySpread);
-    let snap = Snapshot {
-        nodes: nodes.iter().collect(),
-        listers: &NoListers,
-    };
+    let snap = Snapshot::new(nodes.iter().collect(), &NoListers);
     let p = fw.prepare(&pinfo(pod), &snap).unwrap();
     nodes.iter().map(|n| fw.run_filters(&p, n)).collect()
 }
 
 fn scores_with(pod: Pod, nodes: &[NodeInfo], listers: &dyn Listers) -> Vec<i64> {
-    let snap = Snapshot {
-        nodes: nodes.iter().collect(),
-        listers,
-    };
+    let snap = Snapshot::new(nodes.iter().collect(), listers);
     let p = pinfo(pod);
     let mut s = PodTopologySpread.score_all(&p, &snap, &snap.nodes);
     PodTopologySpread.normalize(&mut s);

@@ -266,10 +266,7 @@ mod tests {
     fn run(pod: Pod, listers: &Claims) -> (Vec<Result<(), Status>>, Vec<Vec<Decision>>) {
         let fw = Framework::new().with_filter(VolumeBinding);
         let nodes = nodes();
-        let snap = Snapshot {
-            nodes: nodes.iter().collect(),
-            listers,
-        };
+        let snap = Snapshot::new(nodes.iter().collect(), listers);
         match fw.prepare(&pinfo(pod), &snap) {
             Err(s) => (vec![Err(s); nodes.len()], vec![]),
             Ok(p) => (
