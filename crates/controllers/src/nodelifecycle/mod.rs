@@ -111,7 +111,10 @@ async fn monitor(
 ) {
     let all = nodes.state();
     {
-        let names: HashSet<&str> = all.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
+        let names: HashSet<&str> = all
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect();
         health.retain(|name, _| names.contains(name.as_str()));
     }
     for node in all {
