@@ -27,7 +27,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use proxy::events::{Pending, follow};
 use proxy::nftables::types::NfFamily;
 use tokio::sync::watch;
@@ -109,7 +109,9 @@ pub async fn run(
         tokio::spawn(follow(
             reflector::reflector(
                 pod_writer,
-                watcher(Api::<Pod>::all(client.clone()), Default::default()),
+                // Cached without managedFields (never read here; a good part of each pod).
+                watcher(Api::<Pod>::all(client.clone()), Default::default())
+                    .modify(|p| p.metadata.managed_fields = None),
             ),
             pending.clone(),
             1,

@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -63,7 +63,10 @@ pub struct Shared {
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.node_name));
-    let mut stream = watcher::watcher(api, config).boxed();
+    // Workers keep their pod: without managedFields (never read here), that is much less.
+    let mut stream = watcher::watcher(api, config)
+        .modify(|p| p.metadata.managed_fields = None)
+        .boxed();
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     let mut listing: Option<HashSet<String>> = None;

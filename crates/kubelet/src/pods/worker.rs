@@ -82,10 +82,12 @@ impl Worker {
     pub async fn run(mut self) {
         loop {
             let pod = self.pod.borrow_and_update().clone();
+            // The sync futures are large (tens of KB of state): boxed, they take memory only
+            // while a sync runs, not for as long as the pod's task waits (most of its life).
             let step = match pod {
-                Some(p) => self.sync(&p).await,
+                Some(p) => Box::pin(self.sync(&p)).await,
                 None => {
-                    self.remove_everything(Duration::from_secs(2), None).await;
+                    Box::pin(self.remove_everything(Duration::from_secs(2), None)).await;
                     Step::Done
                 }
             };
