@@ -47,21 +47,16 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn selects(&mut self, obj: &Value) -> bool {
-        if self
-            .name
-            .as_deref()
-            .is_some_and(|n| n != objects::name(obj))
-        {
-            return false;
-        }
+    /// Whether the selectors take `obj` (the watched name is checked on the key, in
+    /// [`Watcher::classify`]).
+    fn selects(&self, obj: &Value) -> bool {
         self.filter.matches(obj).unwrap_or(false)
     }
 
     /// How a store event shows to this watcher (ADDED, MODIFIED, DELETED), or `None` when it
     /// does not: an object that starts matching the selectors is ADDED, one that stops is
     /// DELETED. Objects are decoded only when there are selectors to test.
-    fn classify(&mut self, ev: &CachedEvent) -> Option<&'static str> {
+    fn classify(&self, ev: &CachedEvent) -> Option<&'static str> {
         if self.key.as_deref().is_some_and(|k| k != ev.kv.key) {
             return None;
         }

@@ -11,9 +11,9 @@
 //! [`SharedPods::subscribe`] for each controller, then [`SharedPods::run`]), so that none
 //! misses the initial list. Each subscriber has its own unbounded queue: a slow controller
 //! delays only itself, and no change is dropped (the queue holds `Arc`s of objects the cache
-//! holds anyway). As with a per-controller watcher, a re-list after a broken watch replays
-//! every pod as a change; a pod deleted while the watch was down is not announced (the
-//! controllers' periodic requeues cover it, as they did before).
+//! holds anyway). As with the per-controller watchers this replaces, a re-list after a broken
+//! watch replays every pod still there as a change, and a pod deleted while the watch was down
+//! is not announced.
 
 use std::future::Future;
 use std::sync::Arc;
