@@ -8,8 +8,9 @@
 //!    selectorless Services and 1,000 EndpointSlices of 10 endpoints (10,000 endpoints), and
 //!    the proxy (`proxy::run`, in this process, its own table) watching them. `nft monitor
 //!    rules` runs beside it; each sample replaces one endpoint address of one slice through
-//!    the API and measures from just before the write to `nft monitor` printing the DNAT rule
-//!    for the new address (the kernel has committed it). Changes are 30-80 ms apart.
+//!    the API and measures from just before the write to `nft monitor` printing a DNAT rule
+//!    with the new address among its targets (the kernel has committed it). Changes are
+//!    30-80 ms apart.
 //!
 //! Only rules are written: the endpoint addresses receive no traffic.
 
@@ -205,9 +206,11 @@ async fn change_to_rule(
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("dnat to ").nth(1) {
-                let target = rest.split_whitespace().next().unwrap_or("").to_string();
-                if let Ok(mut s) = seen_w.lock() {
+            let targets = dnat_targets(&line);
+            if !targets.is_empty()
+                && let Ok(mut s) = seen_w.lock()
+            {
+                for target in targets {
                     s.entry(target).or_insert_with(Instant::now);
                 }
             }
@@ -265,4 +268,49 @@ async fn change_to_rule(
     ]);
     report.tables.push(table);
     Ok(())
+}
+
+/// The `ADDR:PORT` targets of a DNAT rule as `nft monitor` prints it: `dnat ip to A:P` for one
+/// endpoint, `dnat ip to numgen random mod N map { 0 : A . P, ... }` for several.
+fn dnat_targets(line: &str) -> Vec<String> {
+    let Some((_, rest)) = line.split_once("dnat ") else {
+        return vec![];
+    };
+    let rest = rest.trim_start_matches("ip ").trim_start_matches("to ");
+    if let Some((_, map)) = rest.split_once("map {") {
+        let map = map.split('}').next().unwrap_or("");
+        return map
+            .split(',')
+            .filter_map(|item| {
+                let (_, target) = item.split_once(':')?;
+                let (addr, port) = target.split_once(" . ")?;
+                Some(format!("{}:{}", addr.trim(), port.trim()))
+            })
+            .collect();
+    }
+    rest.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dnat_targets;
+
+    #[test]
+    fn dnat_targets_of_monitor_lines() {
+        assert_eq!(
+            dnat_targets("add rule ip t service-x meta l4proto tcp dnat ip to 10.0.0.1:8080"),
+            ["10.0.0.1:8080"]
+        );
+        assert_eq!(
+            dnat_targets(
+                "add rule ip t s meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.0.0.1 . 8080, 1 : 10.0.0.2 . 80 }"
+            ),
+            ["10.0.0.1:8080", "10.0.0.2:80"]
+        );
+        assert!(dnat_targets("add rule ip t s jump mark-for-masquerade").is_empty());
+    }
 }

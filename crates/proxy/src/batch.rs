@@ -10,7 +10,7 @@
 //! The `nftables` crate's schema has no `verdict` map type, so the four verdict maps are
 //! written as raw JSON objects of the same schema; everything else is the crate's types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nftables::schema::{
     Chain, FlushObject, NfCmd, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
@@ -20,8 +20,9 @@ use serde_json::{Value as Json, json};
 
 use crate::nft::Stmt;
 use crate::render::{
-    CLUSTER_IPS, Element, FixedChain, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODE_LOCAL_IPS,
-    NODEPORT_IPS, RenderConfig, Ruleset, SERVICE_IPS, SERVICE_NODEPORTS, fixed_chains,
+    CLUSTER_IPS, Element, FixedChain, HAIRPIN, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES,
+    NODE_LOCAL_IPS, NODEPORT_IPS, RenderConfig, Ruleset, SERVICE_IPS, SERVICE_NODEPORTS,
+    fixed_chains,
 };
 
 /// One nft transaction, in order.
@@ -155,6 +156,10 @@ pub fn full(cfg: &RenderConfig, rs: &Ruleset) -> Batch {
     for set in [CLUSTER_IPS, NODE_LOCAL_IPS, NODEPORT_IPS] {
         b.cmd(NfCmd::Add(NfListObject::Set(Box::new(plain_set(cfg, set)))));
     }
+    let mut hairpin = plain_set(cfg, HAIRPIN);
+    hairpin.set_type =
+        SetTypeValue::Concatenated(vec![SetType::Ipv4Addr, SetType::Ipv4Addr].into());
+    b.cmd(NfCmd::Add(NfListObject::Set(Box::new(hairpin))));
     for (name, timeout) in &rs.sets {
         b.cmd(NfCmd::Add(NfListObject::Set(Box::new(affinity_set(
             cfg, name, *timeout,
@@ -256,6 +261,18 @@ pub fn diff(cfg: &RenderConfig, old: &Ruleset, new: &Ruleset) -> Batch {
         }
     }
     b
+}
+
+/// Appends the element changes that turn `old` into `new` (for the shared plain sets, whose
+/// elements no chain refers to one by one, so their order in the transaction is free).
+pub fn diff_elements(
+    batch: &mut Batch,
+    cfg: &RenderConfig,
+    old: &BTreeSet<Element>,
+    new: &BTreeSet<Element>,
+) {
+    elements(batch, cfg, true, old.difference(new));
+    elements(batch, cfg, false, new.difference(old));
 }
 
 /// `delete table` (for a clean shutdown). `add` first, so it succeeds when there is none.

@@ -1,7 +1,7 @@
 //! Coalescing watch events: reflector streams mark a shared [`Pending`]; a sync loop waits on
-//! it, sleeps a debounce period so that a burst becomes one sync, and takes the time of the
-//! first event the sync covers (for its latency). Shared by the service proxy and the
-//! NetworkPolicy controller.
+//! it, lets a burst gather (the service proxy: [`pace`], syncs a least interval apart; the
+//! NetworkPolicy controller: a fixed debounce), and takes the time of the first event the sync
+//! covers (for its latency). Shared by the service proxy and the NetworkPolicy controller.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,6 +56,15 @@ impl Pending {
         {
             *slot = true;
         }
+    }
+}
+
+/// Waits until `min_interval` has passed since `last_sync` (when the previous sync started):
+/// the first change after a quiet period is synced at once, and a burst of changes becomes one
+/// sync per interval.
+pub async fn pace(last_sync: Option<Instant>, min_interval: Duration) {
+    if let Some(last) = last_sync {
+        tokio::time::sleep_until((last + min_interval).into()).await;
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`lb`]: binds the LoadBalancer pool addresses this node announces (`corten-lb0`, through
 //!   [`iface`], which also holds the cluster DNS address).
 //!
-//! Bursts of watch events are coalesced ([`Config::debounce`]); each sync is one atomic
+//! Bursts of watch events are coalesced ([`Config::min_sync_interval`]); each sync is one atomic
 //! transaction. The first sync replaces the table whole (stale rules from a crash go); the
 //! table is deleted on clean shutdown. At debug level every sync logs the time from the
 //! first watch event it covers to its rules being live (`latency_ms`).
@@ -65,13 +65,15 @@ pub struct Config {
     pub service_cidr: String,
     /// The nftables table (family `ip`).
     pub table: String,
-    /// How long to wait after a watch event for more before syncing.
-    pub debounce: Duration,
+    /// The least time between the starts of two syncs: the first change after a quiet
+    /// period is synced at once, later ones wait for the interval to pass, so a burst of
+    /// changes becomes one sync per interval (kube-proxy's minSyncPeriod).
+    pub min_sync_interval: Duration,
 }
 
 impl Config {
     /// The defaults for `node_name`: corten's cluster and service CIDRs, table
-    /// [`TABLE`], NodePorts on every local address, 20 ms debounce.
+    /// [`TABLE`], NodePorts on every local address, syncs at least 20 ms apart.
     pub fn new(node_name: impl Into<String>) -> Self {
         Config {
             node_name: node_name.into(),
@@ -79,7 +81,7 @@ impl Config {
             cluster_cidr: "10.42.0.0/16".into(),
             service_cidr: "10.43.0.0/16".into(),
             table: TABLE.into(),
-            debounce: Duration::from_millis(20),
+            min_sync_interval: Duration::from_millis(20),
         }
     }
 
@@ -211,6 +213,7 @@ async fn sync_loop(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut first = true;
+    let mut last_sync: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = pending.notify.notified() => {}
@@ -219,9 +222,10 @@ async fn sync_loop(
         if !pending.all_ready() {
             continue; // wait for both initial lists before touching the table
         }
-        tokio::time::sleep(config.debounce).await;
+        events::pace(last_sync, config.min_sync_interval).await;
         let since = pending.take().unwrap_or_else(Instant::now);
         let t = Instant::now();
+        last_sync = Some(t);
         let svcs = services.state();
         let eps = slices.state();
         let model = model::build(

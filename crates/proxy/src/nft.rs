@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use nftables::expr::{
-    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
+    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Map, Meta, MetaKey, NamedExpression,
     NgMode, Numgen, Payload, PayloadField, Prefix, SetItem, Verdict,
 };
 use nftables::stmt::{
@@ -159,6 +159,35 @@ pub fn dnat(addr: impl Into<String>, port: u16) -> Stmt {
         addr: Some(s(addr)),
         family: Some(NATFamily::IP),
         port: Some(n(port.into())),
+        flags: None,
+    }))
+}
+
+/// `dnat ip to numgen random mod N map { 0 : ADDR . PORT, 1 : ... }`: one of `targets` at
+/// random.
+pub fn dnat_random(targets: &[(String, u16)]) -> Stmt {
+    let items = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (addr, port))| {
+            SetItem::Mapping(
+                n(i as u32),
+                concat(vec![s(addr.clone()), n((*port).into())]),
+            )
+        })
+        .collect();
+    let choice = Expression::Named(NamedExpression::Map(Box::new(Map {
+        key: Expression::Named(NamedExpression::Numgen(Numgen {
+            mode: NgMode::Random,
+            ng_mod: targets.len() as u32,
+            offset: None,
+        })),
+        data: Expression::Named(NamedExpression::Set(items)),
+    })));
+    Statement::DNAT(Some(NAT {
+        addr: Some(choice),
+        family: Some(NATFamily::IP),
+        port: None,
         flags: None,
     }))
 }

@@ -5,7 +5,9 @@
 //!   output) jump to `services`: `ip daddr . meta l4proto . th dport vmap @service-ips`, then
 //!   the NodePorts on the node's addresses (`fib daddr type local`, or the configured ones):
 //!   `meta l4proto . th dport vmap @service-nodeports`;
-//! - `nat-postrouting` (priority 100) masquerades packets marked with [`MASQ_BIT`];
+//! - `nat-postrouting` (priority 100) marks for masquerading a connection DNATed back to its
+//!   own source (`ip saddr . ip daddr @hairpin-endpoints`: a pod reaching itself through its
+//!   service), then masquerades packets marked with [`MASQ_BIT`];
 //! - `filter-input` / `filter-forward` / `filter-output` (filter, priority -110) send new
 //!   connections through `endpoints-check`, which rejects (TCP reset, ICMP port unreachable)
 //!   those to services without endpoints (maps `no-endpoint-services`,
@@ -14,12 +16,15 @@
 //!   not served, or an unallocated ClusterIP (so nothing for the service range leaves the
 //!   node by the default route).
 //!
-//! Per service port (see [`Ruleset`]): `service-ID` (ClusterIP; marks traffic from outside
-//! the cluster CIDR for masquerading), `external-ID` (NodePort, externalIPs, LoadBalancer:
-//! masquerade, or with externalTrafficPolicy Local only the node's own traffic, which may use
-//! any endpoint), `cluster-ID` / `local-ID` (the choice among all / this node's endpoints:
-//! session-affinity lookups, then `numgen random mod N vmap`), and `endpoint-ID__IP/PORT`
-//! (hairpin: a pod reaching itself is masqueraded; the affinity set is refreshed; DNAT).
+//! Per service port (see [`Ruleset`]): `service-ID` (ClusterIP: marks traffic from outside
+//! the cluster CIDR for masquerading, then DNATs) and `external-ID` (NodePort, externalIPs,
+//! LoadBalancer: masquerade, or with externalTrafficPolicy Local only the node's own traffic,
+//! which may use any endpoint). The DNAT picks an endpoint with
+//! `numgen random mod N map { i : ADDR . PORT }`, inside the entry chain: a service port costs
+//! one or two chains, not one per endpoint (a transaction's cost grows with the table's
+//! chains: nft fetches them all into its cache). Only with sessionAffinity ClientIP is there a
+//! dispatch chain (`cluster-ID` / `local-ID`: affinity lookups, then `numgen random mod N
+//! vmap`) and a chain per endpoint (`endpoint-ID__IP/PORT`: refresh the affinity set, DNAT).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -51,6 +56,9 @@ pub enum Key {
     IpProtoPort(Ipv4Addr, Proto, u16),
     /// `inet_proto . inet_service`.
     ProtoPort(Proto, u16),
+    /// `ipv4_addr . ipv4_addr`, the same address twice (an endpoint as source and
+    /// destination: hairpin).
+    SameIpPair(Ipv4Addr),
 }
 
 impl Key {
@@ -62,6 +70,7 @@ impl Key {
                 concat(vec![s(ip.to_string()), s(p.nft()), n((*port).into())])
             }
             Key::ProtoPort(p, port) => concat(vec![s(p.nft()), n((*port).into())]),
+            Key::SameIpPair(ip) => concat(vec![s(ip.to_string()), s(ip.to_string())]),
         }
     }
 }
@@ -110,6 +119,10 @@ pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const NODE_LOCAL_IPS: &str = "node-local-ips";
 /// Set of NodePort addresses (when configured).
 pub const NODEPORT_IPS: &str = "nodeport-ips";
+/// Set of `endpoint . endpoint` address pairs: a connection DNATed back to its own source
+/// (a pod reaching itself through a service) is masqueraded, so the reply comes back
+/// through the node.
+pub const HAIRPIN: &str = "hairpin-endpoints";
 /// The chain that rejects.
 pub const REJECT_CHAIN: &str = "reject-chain";
 /// The chain that marks for masquerading.
@@ -154,8 +167,9 @@ pub fn render(model: &Model, cfg: &RenderConfig) -> Ruleset {
     rs
 }
 
-/// What no single service port owns: the sets of ClusterIPs (several ports share one) and of
-/// node-local ClusterIPs.
+/// What no single service port owns: the sets of ClusterIPs (several ports share one), of
+/// node-local ClusterIPs, and of endpoint addresses for hairpin masquerading (several ports
+/// and services share endpoints).
 pub fn render_global(model: &Model) -> Ruleset {
     let mut rs = Ruleset::default();
     for ip in &model.node_local_ips {
@@ -171,42 +185,52 @@ pub fn render_global(model: &Model) -> Ruleset {
             key: Key::Ip(sp.cluster_ip),
             value: None,
         });
+        for ep in &sp.endpoints {
+            rs.elements.insert(Element {
+                map: HAIRPIN,
+                key: Key::SameIpPair(ep.ip),
+                value: None,
+            });
+        }
     }
     rs
 }
 
-/// A dispatch chain choosing among `eps` (affinity first); returns its name.
-fn dispatch(rs: &mut Ruleset, sp: &ServicePort, kind: &str, eps: &[Endpoint]) -> String {
+/// The rule that sends a connection to one of `eps`, for the caller's chain to end with.
+///
+/// Without session affinity this is the DNAT itself: `dnat to ADDR:PORT` for one endpoint,
+/// `dnat to numgen random mod N map { 0 : ADDR . PORT, ... }` for several, so a service port
+/// costs one chain however many endpoints it has (nft's cache fetch and the kernel's commit
+/// grow with the number of chains). With affinity the choice needs per-endpoint state: a
+/// dispatch chain `KIND-ID` looks up each endpoint's affinity set, then picks at random among
+/// the endpoint chains (which refresh the set and DNAT); the rule is `goto KIND-ID`.
+fn dispatch(rs: &mut Ruleset, sp: &ServicePort, kind: &str, eps: &[Endpoint]) -> Vec<Stmt> {
+    let Some(timeout) = sp.affinity_timeout else {
+        let targets: Vec<(String, u16)> = eps.iter().map(|e| (e.ip.to_string(), e.port)).collect();
+        let dnat = match targets.as_slice() {
+            [(ip, port)] => dnat(ip.clone(), *port),
+            _ => dnat_random(&targets),
+        };
+        return vec![l4proto(sp.proto.nft()), dnat];
+    };
     let name = format!("{kind}-{}", sp.id);
     let mut rules = vec![];
     let mut targets = vec![];
     for ep in eps {
         let chain = endpoint_chain(sp, ep);
+        let set = affinity_set(sp, ep, timeout);
         if !rs.chains.contains_key(&chain) {
-            let mut rules = vec![vec![
-                eq(field("ip", "saddr"), s(ep.ip.to_string())),
-                jump(MARK_FOR_MASQ),
-            ]];
-            if let Some(t) = sp.affinity_timeout {
-                let set = affinity_set(sp, ep, t);
-                rules.push(vec![update_set(&set, field("ip", "saddr"))]);
-                rs.sets.insert(set, t);
-            }
-            rules.push(vec![
-                l4proto(sp.proto.nft()),
-                dnat(ep.ip.to_string(), ep.port),
-            ]);
+            let rules = vec![
+                vec![update_set(&set, field("ip", "saddr"))],
+                vec![l4proto(sp.proto.nft()), dnat(ep.ip.to_string(), ep.port)],
+            ];
+            rs.sets.insert(set.clone(), timeout);
             rs.chains.insert(chain.clone(), rules);
         }
-        if let Some(t) = sp.affinity_timeout {
-            rules.push(vec![
-                eq(
-                    field("ip", "saddr"),
-                    s(format!("@{}", affinity_set(sp, ep, t))),
-                ),
-                goto(chain.clone()),
-            ]);
-        }
+        rules.push(vec![
+            eq(field("ip", "saddr"), s(format!("@{set}"))),
+            goto(chain.clone()),
+        ]);
         targets.push(chain);
     }
     match targets.len() {
@@ -215,7 +239,7 @@ fn dispatch(rs: &mut Ruleset, sp: &ServicePort, kind: &str, eps: &[Endpoint]) ->
         _ => rules.push(vec![numgen_vmap(&targets)]),
     }
     rs.chains.insert(name.clone(), rules);
-    name
+    vec![goto(name)]
 }
 
 /// The chains, sets and map elements of one service port (names carry its id, so the
@@ -246,7 +270,7 @@ fn render_port_into(rs: &mut Ruleset, sp: &ServicePort, cfg: &RenderConfig) {
                     jump(MARK_FOR_MASQ),
                 ]);
             }
-            rules.push(vec![goto(target.clone())]);
+            rules.push(target.clone());
             rs.chains.insert(name.clone(), rules);
             rs.elements.insert(Element {
                 map: SERVICE_IPS,
@@ -279,15 +303,15 @@ fn render_port_into(rs: &mut Ruleset, sp: &ServicePort, cfg: &RenderConfig) {
             let from_node = || eq(fib_type(FibFlag::Saddr), s("local"));
             let mut rules = vec![
                 vec![from_node(), jump(MARK_FOR_MASQ)],
-                vec![from_node(), goto(all.clone())],
+                [vec![from_node()], all.clone()].concat(),
             ];
             match &local {
-                Some(local) => rules.push(vec![goto(local.clone())]),
+                Some(local) => rules.push(local.clone()),
                 None => rules.push(vec![Stmt::Drop(None)]),
             }
             rules
         } else {
-            vec![vec![jump(MARK_FOR_MASQ)], vec![goto(all.clone())]]
+            vec![vec![jump(MARK_FOR_MASQ)], all.clone()]
         };
         rs.chains.insert(name.clone(), rules);
         name
@@ -408,7 +432,16 @@ pub fn fixed_chains(cfg: &RenderConfig) -> Vec<FixedChain> {
         chain(
             "nat-postrouting",
             Some((T::NAT, H::Postrouting, 100)),
-            vec![vec![jump("masquerading")]],
+            vec![
+                vec![
+                    eq(
+                        concat(vec![field("ip", "saddr"), field("ip", "daddr")]),
+                        s(format!("@{HAIRPIN}")),
+                    ),
+                    jump(MARK_FOR_MASQ),
+                ],
+                vec![jump("masquerading")],
+            ],
         ),
         chain(
             "filter-input",
@@ -499,14 +532,31 @@ mod tests {
             maps(&rs, SERVICE_NODEPORTS),
             [Some(Value::Goto("external-ns/web/tcp/".into()))]
         );
-        assert!(
-            rs.chains
-                .contains_key("endpoint-ns/web/tcp/__10.42.0.3/8080")
+        // One chain per entry point, whatever the number of endpoints: the service chain
+        // masquerades outside traffic, then DNATs to a random endpoint.
+        assert_eq!(
+            rs.chains.keys().collect::<Vec<_>>(),
+            ["external-ns/web/tcp/", "service-ns/web/tcp/"]
         );
-        // Two endpoints: numgen vmap in the dispatch chain.
-        let dispatch = &rs.chains["cluster-ns/web/tcp/"];
-        assert!(matches!(dispatch[0][0], Stmt::VerdictMap(_)));
+        let service = &rs.chains["service-ns/web/tcp/"];
+        assert_eq!(service.len(), 2);
+        let json = serde_json::to_string(&service[1]).unwrap();
+        assert!(
+            json.contains(r#""numgen":{"mode":"random","mod":2"#),
+            "{json}"
+        );
+        assert!(json.contains(r#"{"concat":["10.42.0.3",8080]}"#), "{json}");
         assert!(rs.sets.is_empty());
+        // Both endpoints are hairpin candidates.
+        let hairpin: Vec<_> = rs.elements.iter().filter(|e| e.map == HAIRPIN).collect();
+        assert_eq!(hairpin.len(), 2);
+    }
+
+    #[test]
+    fn one_endpoint_is_a_plain_dnat() {
+        let rs = render(&model(port(&[(7, false)])), &cfg());
+        let service = &rs.chains["service-ns/web/tcp/"];
+        assert_eq!(service[1], vec![l4proto("tcp"), dnat("10.42.0.7", 8080)]);
     }
 
     #[test]
@@ -538,8 +588,12 @@ mod tests {
         assert!(rs.sets.values().all(|t| *t == 60));
         // Two affinity lookups, then the random choice.
         assert_eq!(rs.chains["cluster-ns/web/tcp/"].len(), 3);
-        // Endpoint chain: hairpin mark, affinity update, DNAT.
-        assert_eq!(rs.chains["endpoint-ns/web/tcp/__10.42.0.3/8080"].len(), 3);
+        assert_eq!(
+            rs.chains["service-ns/web/tcp/"][1],
+            vec![goto("cluster-ns/web/tcp/")]
+        );
+        // Endpoint chain: affinity update, DNAT.
+        assert_eq!(rs.chains["endpoint-ns/web/tcp/__10.42.0.3/8080"].len(), 2);
     }
 
     #[test]

@@ -64,8 +64,10 @@ impl Syncer {
         let full = previous.is_none();
         let (old_global, mut old_ports) = previous.map(|a| (a.global, a.ports)).unwrap_or_default();
         let mut ports = HashMap::with_capacity(model.ports.len());
-        // Only what changed: the old and new rules of changed, added and removed ports.
-        let (mut old_changed, mut new_changed) = (old_global, render_global(model));
+        // Only what changed: the old and new rules of changed, added and removed ports (the
+        // shared sets are diffed on their own: they hold an element per endpoint).
+        let global = render_global(model);
+        let (mut old_changed, mut new_changed) = (Ruleset::default(), Ruleset::default());
         for (id, sp) in &model.ports {
             let rs = match old_ports.remove(id) {
                 Some((old_sp, old_rs)) if old_sp == *sp => old_rs,
@@ -86,18 +88,22 @@ impl Syncer {
             old_changed.merge(old_rs);
         }
         let batch = if full {
-            let mut all = new_changed.clone();
+            let mut all = global.clone();
             for (_, rs) in ports.values() {
                 all.merge(rs.clone());
             }
             batch::full(&self.cfg, &all)
         } else {
-            batch::diff(&self.cfg, &old_changed, &new_changed)
+            let mut batch = batch::diff(&self.cfg, &old_changed, &new_changed);
+            batch::diff_elements(
+                &mut batch,
+                &self.cfg,
+                &old_global.elements,
+                &global.elements,
+            );
+            batch
         };
-        let new = Applied {
-            global: render_global(model),
-            ports,
-        };
+        let new = Applied { global, ports };
         let render_time = t.elapsed();
         let mut stats = SyncStats {
             full,
