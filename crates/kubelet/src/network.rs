@@ -122,6 +122,43 @@ pub async fn remove_masquerade() -> Result<()> {
     proxy::sync::apply(&batch::remove_table(NfFamily::IP, MASQ_TABLE)).await
 }
 
+/// Forgets what this node knows of `ip`'s link-layer address (its neighbour entries). Pod
+/// addresses are reused (host-local hands out the lowest free one), and an entry left by the
+/// pod that had the address before still points at that pod's gone MAC address: packets to
+/// the new pod would be lost until the entry fails its probes, several seconds later (the
+/// kernel does not take the plugin's gratuitous ARP over a recent entry). Called when a new
+/// sandbox gets its address.
+pub async fn forget_neighbour(ip: Ipv4Addr) -> Result<()> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+
+    let (connection, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+    let connection = tokio::spawn(connection);
+    let result = async {
+        let mut entries = handle
+            .neighbours()
+            .get()
+            .set_family(rtnetlink::IpVersion::V4)
+            .execute();
+        let mut stale = vec![];
+        while let Some(entry) = entries.try_next().await? {
+            let same = entry.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip)
+            });
+            if same {
+                stale.push(entry);
+            }
+        }
+        for entry in stale {
+            handle.neighbours().del(entry).execute().await?;
+        }
+        Ok::<_, rtnetlink::Error>(())
+    }
+    .await;
+    connection.abort();
+    result.with_context(|| format!("forgetting the neighbour entry of {ip}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -471,6 +471,12 @@ impl Worker {
             .into_inner()
             .pod_sandbox_id;
         let ip = self.sandbox_ip(&id).await;
+        if ip != self.shared.node_ip
+            && let Ok(addr) = ip.parse()
+            && let Err(e) = crate::network::forget_neighbour(addr).await
+        {
+            tracing::warn!(uid = %self.uid, "{e:#}");
+        }
         Ok((id, cfg, ip))
     }
 
