@@ -1,8 +1,8 @@
 //! batch/v1 Job: upstream's defaults (completions/parallelism 1, backoffLimit 6, NonIndexed,
 //! not suspended, TerminatingOrFailed replacement), the generated selector
 //! (`batch.kubernetes.io/controller-uid`) and template labels, validation (OnFailure/Never
-//! restart policy, selector match, immutable fields), the STATUS/COMPLETIONS/DURATION table and the
-//! `status.successful` field selector.
+//! restart policy, selector match, immutable fields; failure policies in `job_policy`), the
+//! STATUS/COMPLETIONS/DURATION table and the `status.successful` field selector.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::FieldCause;
 use crate::resources::validation::{self, invalid_raw};
-use crate::resources::{podspec, workload};
+use crate::resources::{job_policy, podspec, workload};
 use crate::strategy::Behavior;
 use crate::table::{Column, age_cell, human_duration, human_duration_since};
 
@@ -137,6 +137,7 @@ pub fn validate_job_spec(spec: &JobSpec, path: &str, selector_required: bool) ->
             "when completion mode is Indexed",
         ));
     }
+    causes.extend(job_policy::validate(spec, path));
     causes
 }
 
