@@ -62,7 +62,10 @@ fn preemption_prefers_victims_outside_budgets() {
     // The free pod goes, though its priority is higher than the guarded ones'.
     apply(&c, &pod("urgent", "high", "4", "urgent", None));
     assert_eq!(node_of(&c, "urgent"), "sim-2");
-    assert_eq!(jsonpath(&c, "urgent", "{.status.nominatedNodeName}"), "sim-2");
+    assert_eq!(
+        jsonpath(&c, "urgent", "{.status.nominatedNodeName}"),
+        "sim-2"
+    );
     wait_for("the free pod preempted", 30, || !exists(&c, "free"));
     assert!(exists(&c, "guarded-0") && exists(&c, "guarded-1"));
     let pdb = c.get_json(&["get", "pdb", "guard"]);

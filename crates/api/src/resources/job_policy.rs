@@ -5,13 +5,15 @@
 //! `onPodConditions` (at most 20 patterns, qualified type, status True / False / Unknown));
 //! restartPolicy Never with a policy; `podReplacementPolicy` Failed with a policy;
 //! `backoffLimitPerIndex` (Indexed only) and `maxFailedIndexes` (needs it, at most
-//! completions).
+//! completions); `successPolicy` (Indexed only; 1-20 rules, each with `succeededIndexes` in
+//! the `completedIndexes` format below completions and / or a `succeededCount` no larger than
+//! completions or those indexes).
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::batch::v1::{
     JobSpec, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-    PodFailurePolicyRule,
+    PodFailurePolicyRule, SuccessPolicy,
 };
 
 use crate::error::FieldCause;
@@ -111,7 +113,122 @@ pub fn validate(spec: &JobSpec, path: &str) -> Vec<FieldCause> {
             ));
         }
     }
+    if let Some(sp) = &spec.success_policy {
+        let field = format!("{path}.successPolicy");
+        if !indexed {
+            causes.push(FieldCause::invalid(
+                field,
+                "object",
+                "requires indexed completion mode",
+            ));
+        } else {
+            causes.extend(validate_success_policy(
+                sp,
+                spec.completions.unwrap_or(0),
+                &field,
+            ));
+        }
+    }
     causes
+}
+
+fn validate_success_policy(sp: &SuccessPolicy, completions: i32, path: &str) -> Vec<FieldCause> {
+    let mut causes = vec![];
+    let rules_path = format!("{path}.rules");
+    if sp.rules.is_empty() {
+        causes.push(validation::required_because(
+            rules_path.clone(),
+            "at least one rules must be specified when the successPolicy is specified",
+        ));
+    }
+    if sp.rules.len() > MAX_RULES {
+        causes.push(too_many(rules_path.clone(), sp.rules.len(), MAX_RULES));
+    }
+    for (i, rule) in sp.rules.iter().enumerate() {
+        let rule_path = format!("{rules_path}[{i}]");
+        if rule.succeeded_count.is_none() && rule.succeeded_indexes.is_none() {
+            causes.push(validation::required_because(
+                rule_path.clone(),
+                "at least one of succeededCount or succeededIndexes must be specified",
+            ));
+        }
+        let mut total = 0;
+        if let Some(ix) = &rule.succeeded_indexes {
+            match indexes_total(ix, completions) {
+                Ok(t) => total = t,
+                Err(e) => causes.push(FieldCause::invalid(
+                    format!("{rule_path}.succeededIndexes"),
+                    ix,
+                    &format!("error parsing succeededIndexes: {e}"),
+                )),
+            }
+        }
+        if let Some(c) = rule.succeeded_count {
+            let field = format!("{rule_path}.succeededCount");
+            validation::non_negative(&field, Some(i64::from(c)), &mut causes);
+            if c > completions {
+                causes.push(invalid_raw(
+                    field.clone(),
+                    c,
+                    &format!(
+                        "must be less than or equal to {completions} (the number of specified completions)"
+                    ),
+                ));
+            }
+            if rule.succeeded_indexes.is_some() && c > total {
+                causes.push(invalid_raw(
+                    field,
+                    c,
+                    &format!(
+                        "must be less than or equal to {total} (the number of indexes in the specified succeededIndexes field)"
+                    ),
+                ));
+            }
+        }
+    }
+    causes
+}
+
+/// Upstream's `validateIndexesFormat`: how many indexes `"0,2-5"` holds, or why it is
+/// malformed (increasing intervals, each index below `completions`).
+fn indexes_total(s: &str, completions: i32) -> Result<i32, String> {
+    let mut last: Option<i32> = None;
+    let mut total = 0;
+    if s.is_empty() {
+        return Ok(0);
+    }
+    let parse = |x: &str| -> Result<i32, String> {
+        let v: i32 = x
+            .parse()
+            .map_err(|_| format!("cannot convert string to integer for index: {x:?}"))?;
+        if v >= completions {
+            return Err(format!("too large index: {x:?}"));
+        }
+        Ok(v)
+    };
+    for interval in s.split(',') {
+        let parts: Vec<&str> = interval.split('-').collect();
+        if parts.len() > 2 {
+            return Err(format!(
+                "the fragment {interval:?} violates the requirement that an index interval can have at most two parts separated by '-'"
+            ));
+        }
+        let x = parse(parts[0])?;
+        if let Some(l) = last.filter(|l| *l >= x) {
+            return Err(format!("non-increasing order, previous: {l}, current: {x}"));
+        }
+        total += 1;
+        last = Some(x);
+        if let Some(y) = parts.get(1) {
+            let y = parse(y)?;
+            if x >= y {
+                return Err(format!("non-increasing order, previous: {x}, current: {y}"));
+            }
+            total += y - x;
+            last = Some(y);
+        }
+    }
+    Ok(total)
 }
 
 fn validate_rule(
@@ -354,5 +471,34 @@ mod tests {
         let s = spec(json!({"completions": 3, "completionMode": "Indexed",
             "backoffLimitPerIndex": 1, "maxFailedIndexes": 1}));
         assert_eq!(messages(&s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn success_policies() {
+        let ok = spec(
+            json!({"completions": 5, "completionMode": "Indexed", "successPolicy":
+            {"rules": [{"succeededIndexes": "0,2-4", "succeededCount": 2}, {"succeededCount": 5}]}}),
+        );
+        assert_eq!(messages(&ok), Vec::<String>::new());
+        let bad = spec(
+            json!({"completions": 5, "completionMode": "Indexed", "successPolicy":
+            {"rules": [{"succeededIndexes": "3,1"}, {}, {"succeededIndexes": "0-1", "succeededCount": 3},
+                {"succeededIndexes": "7"}]}}),
+        );
+        assert_eq!(
+            messages(&bad),
+            [
+                r#"spec.successPolicy.rules[0].succeededIndexes: Invalid value: "3,1": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1"#,
+                "spec.successPolicy.rules[1]: Required value: at least one of succeededCount or succeededIndexes must be specified",
+                "spec.successPolicy.rules[2].succeededCount: Invalid value: 3: must be less than or equal to 2 (the number of indexes in the specified succeededIndexes field)",
+                r#"spec.successPolicy.rules[3].succeededIndexes: Invalid value: "7": error parsing succeededIndexes: too large index: "7""#,
+            ]
+        );
+        let plain =
+            spec(json!({"completions": 5, "successPolicy": {"rules": [{"succeededCount": 1}]}}));
+        assert_eq!(
+            messages(&plain),
+            [r#"spec.successPolicy: Invalid value: "object": requires indexed completion mode"#]
+        );
     }
 }

@@ -4,16 +4,20 @@
 //! whose pod fails with `failure-count >= backoffLimitPerIndex` (or that matches a FailIndex
 //! rule) is failed for good (`status.failedIndexes`) and never recreated; a replacement pod
 //! gets its index's counts and waits for that index's own back-off.
+//!
+//! Also the `successPolicy` of an Indexed Job (upstream's `matchSuccessPolicy`): the first
+//! rule whose `succeededIndexes` (all of them, or `succeededCount` of them) or, without
+//! indexes, whose `succeededCount` of any indexes succeeded makes the job succeed early.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::batch::v1::PodFailurePolicy;
+use k8s_openapi::api::batch::v1::{PodFailurePolicy, SuccessPolicy};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use super::policy::Verdict;
-use super::util::{backoff, completion_index, counts_failed, finish_time};
+use super::util::{backoff, completion_index, counts_failed, finish_time, parse_indexes};
 
 /// The annotation with the failures of a pod's index before the pod was created.
 pub const FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
@@ -88,6 +92,44 @@ pub fn annotate(pod: &mut Pod, h: &History) {
     annotations.insert(IGNORED_FAILURE_COUNT.into(), h.ignored.to_string());
 }
 
+/// The reason of the conditions a met success policy sets.
+pub const SUCCESS_POLICY_REASON: &str = "SuccessPolicy";
+
+/// The message of a met success policy (`Matched rules at index N`), if a rule is met by the
+/// succeeded indexes.
+pub fn success_policy_met(
+    policy: Option<&SuccessPolicy>,
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+) -> Option<String> {
+    let policy = policy?;
+    if succeeded.is_empty() {
+        return None;
+    }
+    let total = i32::try_from(succeeded.len()).unwrap_or(i32::MAX);
+    policy.rules.iter().enumerate().find_map(|(i, rule)| {
+        let met = match &rule.succeeded_indexes {
+            Some(s) => {
+                let required: BTreeSet<i32> = parse_indexes(s)
+                    .into_iter()
+                    .filter(|x| *x < completions)
+                    .collect();
+                if required.is_empty() {
+                    false
+                } else {
+                    let have =
+                        i32::try_from(required.intersection(succeeded).count()).unwrap_or(i32::MAX);
+                    have >= rule
+                        .succeeded_count
+                        .unwrap_or(i32::try_from(required.len()).unwrap_or(i32::MAX))
+                }
+            }
+            None => rule.succeeded_count.is_some_and(|c| total >= c),
+        };
+        met.then(|| format!("Matched rules at index {i}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +201,46 @@ mod tests {
         annotate(&mut fresh, &h[&0]);
         assert_eq!(fresh.annotations()[FAILURE_COUNT], "2");
         assert_eq!(fresh.annotations()[IGNORED_FAILURE_COUNT], "0");
+    }
+
+    #[test]
+    fn success_policy_rules() {
+        let policy: SuccessPolicy = serde_json::from_value(json!({"rules": [
+            {"succeededIndexes": "0,2-3"},
+            {"succeededIndexes": "4-9", "succeededCount": 2},
+            {"succeededCount": 5}]}))
+        .unwrap();
+        let met = |s: &[i32]| success_policy_met(Some(&policy), 10, &s.iter().copied().collect());
+        assert_eq!(met(&[0, 2]), None);
+        assert_eq!(met(&[0, 2, 3]).as_deref(), Some("Matched rules at index 0"));
+        assert_eq!(met(&[1, 5, 9]).as_deref(), Some("Matched rules at index 1"));
+        assert_eq!(
+            met(&[0, 1, 2, 4, 6]).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        assert_eq!(
+            met(&[0, 1, 2, 5, 7]).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        assert_eq!(
+            met(&[0, 1, 3, 4, 8]).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        assert_eq!(met(&[0, 1, 2, 4]), None);
+        assert_eq!(
+            met(&[0, 1, 3, 5, 6]).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        assert_eq!(
+            met(&[0, 1, 2, 3]).as_deref(),
+            Some("Matched rules at index 0")
+        );
+        assert_eq!(success_policy_met(None, 10, &BTreeSet::from([1])), None);
+        let count_only: SuccessPolicy =
+            serde_json::from_value(json!({"rules": [{"succeededCount": 2}]})).unwrap();
+        let met =
+            |s: &[i32]| success_policy_met(Some(&count_only), 10, &s.iter().copied().collect());
+        assert_eq!(met(&[1]), None);
+        assert_eq!(met(&[1, 7]).as_deref(), Some("Matched rules at index 0"));
     }
 }

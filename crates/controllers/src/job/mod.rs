@@ -22,8 +22,9 @@
 //!   per missing index, named `JOB-INDEX-xxxxx`), replacing failed pods after upstream's
 //!   back-off (10 s doubling per failure since the last success, at most 6 min), and deletes
 //!   every active pod of a suspended job (`Suspended` condition; resuming resets `startTime`);
-//! - completes the job when enough pods succeeded and none is active: `SuccessCriteriaMet`,
-//!   then `Complete` with `completionTime`;
+//! - completes the job when enough pods succeeded and none is active, or (Indexed) when its
+//!   `successPolicy` is met (reason `SuccessPolicy`; the other pods are deleted first):
+//!   `SuccessCriteriaMet`, then `Complete` with `completionTime`;
 //! - deletes a finished job `ttlSecondsAfterFinished` after it finished (foreground
 //!   propagation, as upstream's TTL controller).
 //!
@@ -267,6 +268,28 @@ async fn sync(
             ensure_condition(&mut conds, "FailureTarget", "True", reason, &message, now);
             finish = Some(Finish {
                 kind: "Failed",
+                reason: reason.into(),
+                message,
+            });
+        } else if let Some(message) = indexed
+            .then(|| {
+                let policy = spec.success_policy.as_ref();
+                indexes::success_policy_met(policy, completions.unwrap_or(0), &completed)
+            })
+            .flatten()
+        {
+            // The success policy is met: the other pods go, then the job completes.
+            let reason = indexes::SUCCESS_POLICY_REASON;
+            ensure_condition(
+                &mut conds,
+                "SuccessCriteriaMet",
+                "True",
+                reason,
+                &message,
+                now,
+            );
+            finish = Some(Finish {
+                kind: "Complete",
                 reason: reason.into(),
                 message,
             });

@@ -1,7 +1,7 @@
-//! A Job's failure handling end to end, through kubectl, on three simulated nodes:
-//! `podFailurePolicy` (FailJob on an exit code, Ignore on an eviction's DisruptionTarget
-//! condition, FailIndex), its validation, and `backoffLimitPerIndex` / `maxFailedIndexes`
-//! with `status.failedIndexes`. Simulated pods run until deleted unless annotated
+//! A Job's failure and success policies end to end, through kubectl, on three simulated
+//! nodes: `podFailurePolicy` (FailJob on an exit code, Ignore on an eviction's
+//! DisruptionTarget condition, FailIndex), its validation, `backoffLimitPerIndex` /
+//! `maxFailedIndexes` with `status.failedIndexes`, and an Indexed Job's `successPolicy`. Simulated pods run until deleted unless annotated
 //! `corten.dev/sim-exit-code` (template-wide, or on one running pod to end just that one).
 
 mod common;
@@ -364,4 +364,62 @@ fn fail_index_beyond_max_failed_indexes_fails_the_job() {
         pods(&c, "maxed").iter().all(|p| !is_active(p))
     });
     assert_eq!(status_column(&c, "maxed"), "Failed");
+}
+
+#[test]
+fn success_policy_completes_early() {
+    let (c, _sim) = start();
+    let spec = "  completions: 4
+  parallelism: 4
+  completionMode: Indexed
+  successPolicy:
+    rules:
+    - succeededIndexes: \"0-1\"";
+    c.apply(&job("leader", spec, None, "Never"));
+    let p0 = running_index(&c, "leader", "0");
+    let p1 = running_index(&c, "leader", "1");
+    running_index(&c, "leader", "2");
+    running_index(&c, "leader", "3");
+    exit(&c, &name(&p0), 0);
+    exit(&c, &name(&p1), 0);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/leader",
+        "--timeout=60s",
+    ]);
+    let j = c.get_json(&["get", "job", "leader"]);
+    for kind in ["SuccessCriteriaMet", "Complete"] {
+        let cond = condition(&j, kind).expect(kind);
+        assert_eq!(cond["reason"], "SuccessPolicy");
+        assert_eq!(cond["message"], "Matched rules at index 0");
+    }
+    assert_eq!(j["status"]["completedIndexes"], "0-1");
+    assert_eq!(j["status"]["succeeded"], 2);
+    assert_eq!(j["status"]["active"], 0);
+    assert!(j["status"]["completionTime"].is_string());
+    wait_for("indexes 2 and 3 stopped", 30, || {
+        pods(&c, "leader").iter().all(|p| !is_active(p))
+    });
+    let row = c.kubectl(&["get", "job", "leader", "--no-headers"]);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1..3), Some(&["Complete", "2/4"][..]), "{row}");
+
+    // Validation: only Indexed jobs have a success policy.
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &job(
+            "plain",
+            "  successPolicy:\n    rules:\n    - succeededCount: 1",
+            None,
+            "Never",
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            r#"spec.successPolicy: Invalid value: "object": requires indexed completion mode"#
+        ),
+        "{err}"
+    );
 }
