@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -60,9 +60,9 @@ use crate::controller_utils::{
 };
 use crate::replicaset::{BURST_REPLICAS, slow_start};
 use util::{
-    backoff, completion_index, counts_failed, ensure_condition, failures_since_success,
+    backoff, completion_index, count, counts_failed, ensure_condition, failures_since_success,
     format_indexes, has_condition, has_tracking_finalizer, indexes_to_create, is_terminating,
-    parse_indexes, past_backoff_on_failure, phase, pod_for, want_active,
+    min_some, parse_indexes, past_backoff_on_failure, phase, pod_for, uncounted_of, want_active,
 };
 
 struct Ctx {
@@ -438,31 +438,11 @@ async fn sync(
     })
 }
 
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 fn finish_from(kind: &'static str, c: &JobCondition) -> Finish {
     Finish {
         kind,
         reason: c.reason.clone().unwrap_or_default(),
         message: c.message.clone().unwrap_or_default(),
-    }
-}
-
-/// `status.uncountedTerminatedPods`, empty lists left out (as upstream serialises them).
-fn uncounted_of(succ: &BTreeSet<String>, fail: &BTreeSet<String>) -> UncountedTerminatedPods {
-    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
-    UncountedTerminatedPods {
-        succeeded: list(succ),
-        failed: list(fail),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -303,6 +303,28 @@ pub fn past_backoff_on_failure(spec: &JobSpec, active: &[Pod]) -> bool {
         restarts > 0
     } else {
         restarts >= limit
+    }
+}
+
+/// A count as the `i32` of job status fields (saturating).
+pub fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The smaller of two optional durations.
+pub fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `status.uncountedTerminatedPods`, empty lists left out (as upstream serialises them).
+pub fn uncounted_of(succ: &BTreeSet<String>, fail: &BTreeSet<String>) -> UncountedTerminatedPods {
+    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
+    UncountedTerminatedPods {
+        succeeded: list(succ),
+        failed: list(fail),
     }
 }
 
