@@ -275,6 +275,23 @@ fn invalid_policies_are_refused() {
             .is_empty(),
         "nothing created"
     );
+    // A policy cannot be added to (or changed on) an existing job.
+    c.apply(&job("plain", "  completions: 1", None, "Never"));
+    let out = c.try_kubectl(&[
+        "patch",
+        "job",
+        "plain",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podFailurePolicy":{"rules":[{"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget","status":"True"}]}]}}}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.podFailurePolicy: Invalid value: ")
+            && err.contains("field is immutable"),
+        "{err}"
+    );
 }
 
 #[test]
