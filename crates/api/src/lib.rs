@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod quota;
+pub mod quota_scope;
 pub mod registry;
 pub mod resources;
 pub mod selector;

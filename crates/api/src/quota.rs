@@ -18,11 +18,71 @@ use crate::resources::validation::parse_quantity;
 /// Usage in milli-units per resource name.
 pub type Usage = BTreeMap<String, i64>;
 
-/// A quantity in milli-units (rounded up), 0 when it does not parse.
+/// A quantity in milli-units (rounded up), 0 when it does not parse. Decimal quantities are
+/// read exactly (`700m` is 700, not the 701 that `0.7 * 1000.0` rounds up to in floating
+/// point); only ones beyond `i64` or with an unusual exponent go through `f64`.
 pub fn milli(q: &str) -> i64 {
-    let v = parse_quantity(q).unwrap_or(0.0) * 1000.0;
-    // Quantities of any realistic size fit; the cast saturates otherwise.
-    v.ceil() as i64
+    exact_milli(q).unwrap_or_else(|| {
+        let v = parse_quantity(q).unwrap_or(0.0) * 1000.0;
+        // Quantities of any realistic size fit; the cast saturates otherwise.
+        v.ceil() as i64
+    })
+}
+
+/// `milli` in integer arithmetic: digits, an optional fraction, then a suffix.
+fn exact_milli(q: &str) -> Option<i64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let (negative, num) = match num.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, num.strip_prefix('+').unwrap_or(num)),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut mantissa: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        mantissa = mantissa
+            .checked_mul(10)?
+            .checked_add(i128::from(b - b'0'))?;
+    }
+    let (binary, exp10): (i128, i32) = match suffix {
+        "" => (1, 0),
+        "n" => (1, -9),
+        "u" => (1, -6),
+        "m" => (1, -3),
+        "k" => (1, 3),
+        "M" => (1, 6),
+        "G" => (1, 9),
+        "T" => (1, 12),
+        "P" => (1, 15),
+        "E" => (1, 18),
+        "Ki" => (1 << 10, 0),
+        "Mi" => (1 << 20, 0),
+        "Gi" => (1 << 30, 0),
+        "Ti" => (1 << 40, 0),
+        "Pi" => (1 << 50, 0),
+        "Ei" => (1 << 60, 0),
+        e if e.starts_with(['e', 'E']) => (1, e[1..].parse().ok()?),
+        _ => return None,
+    };
+    // value * 1000 = mantissa * binary * 10^(exp10 + 3 - fraction digits)
+    let scale = exp10 + 3 - i32::try_from(frac.len()).ok()?;
+    let mut v = mantissa.checked_mul(binary)?;
+    if scale >= 0 {
+        v = v.checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?;
+    } else {
+        let d = 10i128.checked_pow(scale.unsigned_abs())?;
+        v = (v + d - 1) / d;
+    }
+    let v = i64::try_from(v).ok()?;
+    Some(if negative { -v } else { v })
 }
 
 /// Milli-units written back as a quantity: whole units plainly (`2`, `536870912` as `512Mi`
@@ -237,6 +297,23 @@ mod tests {
         assert_eq!(format(2000), "2");
         let done = json!({"spec": {}, "status": {"phase": "Succeeded"}});
         assert!(usage("", "pods", &done).is_empty());
+    }
+
+    #[test]
+    fn milli_units_are_exact() {
+        assert_eq!(milli("700m"), 700);
+        assert_eq!(milli("0.7"), 700);
+        assert_eq!(milli("1.1"), 1100);
+        assert_eq!(milli("1"), 1000);
+        assert_eq!(milli("128Mi"), 128 * 1024 * 1024 * 1000);
+        assert_eq!(milli("1.5Gi"), 3 * 512 * 1024 * 1024 * 1000);
+        assert_eq!(milli("2k"), 2_000_000);
+        assert_eq!(milli("1e3"), 1_000_000);
+        assert_eq!(milli("1n"), 1, "rounded up");
+        assert_eq!(milli("250u"), 1);
+        assert_eq!(milli("-2"), -2000);
+        assert_eq!(milli("x"), 0);
+        assert_eq!(milli(""), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! ResourceQuota admission on create, as upstream's ResourceQuota admission plugin: every
-//! quota of the namespace that constrains something the new object uses is checked against
+//! quota of the namespace whose scopes cover the new object (`api::quota_scope`; scoped
+//! quotas cover only the pods they select) and that constrains something it uses is checked against
 //! its `status.hard` / `status.used` (kept by the quota controller), and charged.
 //!
 //! Refusals are 403 Forbidden with upstream's messages: `exceeded quota: NAME, requested:
@@ -11,6 +12,7 @@
 //! recomputes `used` from what exists (which also gives back what deleted objects used).
 
 use api::quota::{self, Usage};
+use api::quota_scope;
 use api::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
@@ -94,6 +96,9 @@ impl ApiState {
         let mut charged = vec![];
         for kv in &list.kvs {
             let q = objects::decode(kv)?;
+            if !quota_scope::covers(&q, res.group, res.plural, obj) {
+                continue;
+            }
             let spec_hard = quota::parse_list(&q["spec"]["hard"]);
             let relevant = spec_hard
                 .keys()

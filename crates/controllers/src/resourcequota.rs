@@ -6,7 +6,8 @@
 //! A quota is recomputed when it changes, when a pod of its namespace changes, and every
 //! [`RESYNC`] (which gives back what deleted objects of other kinds used). Kinds are listed
 //! only when a tracked resource needs them; `count/` of kinds outside [`KINDS`] stays 0.
-//! Quota scopes and scope selectors are not applied yet.
+//! A quota with scopes or a scope selector counts only the pods they select
+//! ([`api::quota_scope::covers`]).
 
 use crate::informers::PodEvents;
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::quota::{self, Usage};
+use api::quota_scope;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -112,8 +114,10 @@ async fn reconcile(cached: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
         .and_then(|s| s.hard.clone())
         .unwrap_or_default();
     let mut used = Usage::new();
+    let quota_json = serde_json::to_value(cached.as_ref()).unwrap_or_default();
+    let scoped = !quota_scope::requirements(&quota_json).is_empty();
     for (group, version, kind, plural) in KINDS {
-        if !hard.keys().any(|k| contributes(group, plural, k)) {
+        if !hard.keys().any(|k| contributes(group, plural, k)) || (scoped && plural != "pods") {
             continue;
         }
         let ar = ApiResource {
@@ -133,6 +137,9 @@ async fn reconcile(cached: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
                 continue;
             }
             let value = serde_json::to_value(&obj).unwrap_or_default();
+            if !quota_scope::covers(&quota_json, group, plural, &value) {
+                continue;
+            }
             for (k, v) in quota::usage(group, plural, &value) {
                 if hard.contains_key(&k) {
                     *used.entry(k).or_insert(0) += v;

@@ -81,6 +81,10 @@ pub trait Listers: Send + Sync {
     fn matching_volumes(&self, _claim: &ClaimInfo) -> Vec<VolumeInfo> {
         vec![]
     }
+    /// Every PodDisruptionBudget (preemption prefers victims that violate none).
+    fn disruption_budgets(&self) -> Vec<Arc<k8s_openapi::api::policy::v1::PodDisruptionBudget>> {
+        vec![]
+    }
 }
 
 /// A PersistentVolumeClaim as the VolumeBinding plugin sees it.

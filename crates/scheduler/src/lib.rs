@@ -118,6 +118,7 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) {
         claims: reflect(&client, &mut tasks, Some(shared.clone())),
         volumes: reflect(&client, &mut tasks, Some(shared.clone())),
         classes: reflect(&client, &mut tasks, Some(shared.clone())),
+        budgets: reflect(&client, &mut tasks, None),
     };
     let worker = cycle::Worker::new(client, nodes, pods, listers, shared);
     tasks.spawn(worker.run());

@@ -1,7 +1,7 @@
 //! The scheduler's [`Listers`] over kube-rs reflector stores: namespaces (pod affinity's
 //! namespaceSelector), the Services, ReplicationControllers, ReplicaSets and StatefulSets
-//! that give PodTopologySpread its system-default selector, and claims, volumes and
-//! StorageClasses for VolumeBinding.
+//! that give PodTopologySpread its system-default selector, claims, volumes and
+//! StorageClasses for VolumeBinding, and PodDisruptionBudgets for preemption.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::ResourceExt;
@@ -40,6 +41,8 @@ pub struct StoreListers {
     pub volumes: Store<PersistentVolume>,
     /// StorageClasses.
     pub classes: Store<StorageClass>,
+    /// PodDisruptionBudgets.
+    pub budgets: Store<PodDisruptionBudget>,
 }
 
 fn same_ns(obj_ns: Option<String>, pod: &Pod) -> bool {
@@ -59,6 +62,10 @@ pub fn volume_info(v: &PersistentVolume) -> VolumeInfo {
 }
 
 impl Listers for StoreListers {
+    fn disruption_budgets(&self) -> Vec<Arc<PodDisruptionBudget>> {
+        self.budgets.state()
+    }
+
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces
             .get(&ObjectRef::new(namespace))

@@ -3,19 +3,29 @@
 //!
 //! For each node whose failure preemption may fix (code `Unschedulable`): remove every pod of
 //! lower priority; if the pod still does not fit, the node is out. Otherwise give back as many
-//! of them as possible, most important first (the "reprieve"): the rest are the victims. The
-//! chosen node is the one whose victims have the lowest highest priority, then the lowest sum
-//! of priorities, then the fewest victims (upstream's `pickOneNodeForPreemption` without
-//! PodDisruptionBudgets). The caller deletes the victims and sets the pod's
-//! `status.nominatedNodeName`; the pod is retried when they are gone.
+//! of them as possible (the "reprieve"): first those whose eviction would violate a
+//! PodDisruptionBudget (a matching budget of their namespace, non-empty selector, whose
+//! `disruptionsAllowed` they would overdraw, not counting pods already in its
+//! `disruptedPods`), then the others, each group most important first; the rest are the
+//! victims (upstream's `SelectVictimsOnNode`). The chosen node is the one with the fewest
+//! victims violating a budget, then whose victims have the lowest highest priority, then the
+//! lowest sum of priorities, then the fewest victims, then whose most important victims
+//! started last (upstream's `pickOneNodeForPreemption`). Budgets are a preference: when every
+//! node needs a violating victim, one is still evicted, as upstream does. The caller deletes
+//! the victims and sets the pod's `status.nominatedNodeName`; the pod is retried when they
+//! are gone.
 //!
 //! A pod with `preemptionPolicy: Never` does not preempt; nor does a pod whose nominated node
 //! already has a lower-priority pod terminating (it waits for that one).
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use api::resources::validation::{selector_is_empty, selector_matches};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
 
 #[cfg(test)]
 use crate::framework::AffinityCounts;
@@ -37,6 +47,8 @@ pub struct Candidate {
     pub node: String,
     /// The pods to evict.
     pub victims: Vec<Arc<Pod>>,
+    /// How many of them violate a PodDisruptionBudget.
+    pub violating: usize,
 }
 
 /// What preemption found.
@@ -97,14 +109,64 @@ fn fits(
     fw.run_filters(&prepared, node)
 }
 
-/// Upstream's `SelectVictimsOnNode` for `nodes[index]`.
+/// Upstream's `filterPodsWithPDBViolation`: splits `pods` (in order) into those whose eviction
+/// would overdraw a matching budget's `disruptionsAllowed` and the others.
+pub fn split_by_budget(
+    pods: Vec<Arc<Pod>>,
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+    let mut allowed: Vec<i32> = budgets
+        .iter()
+        .map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect();
+    let (mut violating, mut other) = (vec![], vec![]);
+    for p in pods {
+        let mut violated = false;
+        let labels = p.metadata.labels.as_ref().filter(|l| !l.is_empty());
+        for (i, b) in budgets.iter().enumerate() {
+            let Some(labels) = labels else { break };
+            if b.metadata.namespace != p.metadata.namespace {
+                continue;
+            }
+            let Some(sel) = b.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                continue;
+            };
+            if selector_is_empty(sel) || !selector_matches(sel, Some(labels)) {
+                continue;
+            }
+            let name = p.metadata.name.as_deref().unwrap_or("");
+            let disrupted = b
+                .status
+                .as_ref()
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .is_some_and(|d| d.contains_key(name));
+            if disrupted {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violated = true;
+            }
+        }
+        if violated {
+            violating.push(p);
+        } else {
+            other.push(p);
+        }
+    }
+    (violating, other)
+}
+
+/// Upstream's `SelectVictimsOnNode` for `nodes[index]`: the victims, and how many of them
+/// violate a budget.
 fn victims_on(
     fw: &Framework,
     pod: &PodInfo,
     nodes: &[Arc<NodeInfo>],
     index: usize,
     listers: &dyn Listers,
-) -> Result<Vec<Arc<Pod>>, Status> {
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> Result<(Vec<Arc<Pod>>, usize), Status> {
     let prio = pod.priority();
     let node = &nodes[index];
     let mut potential: Vec<Arc<Pod>> = node
@@ -125,25 +187,38 @@ fn victims_on(
             t(a).cmp(&t(b))
         })
     });
+    let (violating, other) = split_by_budget(potential, budgets);
     let mut victims = vec![];
-    for p in potential {
+    let mut violations = 0;
+    for (group, p) in violating
+        .into_iter()
+        .map(|p| (true, p))
+        .chain(other.into_iter().map(|p| (false, p)))
+    {
         let mut with = reduced.clone();
         with.add_pod(p.clone());
         if fits(fw, pod, nodes, index, &with, listers).is_ok() {
             reduced = with;
         } else {
+            violations += usize::from(group);
             victims.push(p);
         }
     }
     if victims.is_empty() {
         return Err(Status::unresolvable(NO_VICTIMS));
     }
-    Ok(victims)
+    Ok((victims, violations))
 }
 
-/// Upstream's ordering of candidates: lowest highest victim priority, lowest sum of
-/// priorities, fewest victims.
-fn rank(c: &Candidate) -> (i32, i64, usize) {
+/// When a pod started (`status.startTime`), for ordering victims.
+fn start_time(p: &Pod) -> Option<Timestamp> {
+    p.status.as_ref()?.start_time.as_ref().map(|t| t.0)
+}
+
+/// Upstream's ordering of candidates: fewest budget violations, lowest highest victim
+/// priority, lowest sum of priorities, fewest victims, latest start among the victims of the
+/// highest priority.
+fn rank(c: &Candidate) -> (usize, i32, i64, usize, Reverse<Option<Timestamp>>) {
     let highest = c
         .victims
         .iter()
@@ -155,7 +230,19 @@ fn rank(c: &Candidate) -> (i32, i64, usize) {
         .iter()
         .map(|p| i64::from(pod_priority(p)) + i64::from(i32::MAX) + 1)
         .sum();
-    (highest, sum, c.victims.len())
+    let earliest = c
+        .victims
+        .iter()
+        .filter(|p| pod_priority(p) == highest)
+        .filter_map(|p| start_time(p))
+        .min();
+    (
+        c.violating,
+        highest,
+        sum,
+        c.victims.len(),
+        Reverse(earliest),
+    )
 }
 
 /// Runs preemption for `pod`, which failed with `fit` on `nodes`.
@@ -171,6 +258,7 @@ pub fn preempt(
     }
     let mut statuses = BTreeMap::new();
     let mut candidates = vec![];
+    let budgets = listers.disruption_budgets();
     for (i, node) in nodes.iter().enumerate() {
         let helpful = fit
             .node_statuses
@@ -183,10 +271,11 @@ pub fn preempt(
         if candidates.len() >= ENOUGH_CANDIDATES {
             continue;
         }
-        match victims_on(fw, pod, nodes, i, listers) {
-            Ok(victims) => candidates.push(Candidate {
+        match victims_on(fw, pod, nodes, i, listers, &budgets) {
+            Ok((victims, violating)) => candidates.push(Candidate {
                 node: node.name.clone(),
                 victims,
+                violating,
             }),
             Err(s) => {
                 statuses.insert(node.name.clone(), s);
@@ -214,6 +303,49 @@ mod tests {
     }
 
     fn run(incoming: Pod, nodes: &[NodeInfo]) -> Outcome {
+        run_with(incoming, nodes, &NoListers)
+    }
+
+    /// Listers that know only PodDisruptionBudgets.
+    struct Budgets(Vec<Arc<PodDisruptionBudget>>);
+
+    impl Listers for Budgets {
+        fn namespace_labels(&self, _: &str) -> Option<BTreeMap<String, String>> {
+            None
+        }
+        fn default_spread_selector(
+            &self,
+            _: &Pod,
+        ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
+            None
+        }
+        fn disruption_budgets(&self) -> Vec<Arc<PodDisruptionBudget>> {
+            self.0.clone()
+        }
+    }
+
+    fn budget(ns: &str, app: &str, allowed: i32, disrupted: &[&str]) -> Arc<PodDisruptionBudget> {
+        let disrupted: serde_json::Map<String, serde_json::Value> = disrupted
+            .iter()
+            .map(|n| (n.to_string(), "2026-01-01T00:00:00Z".into()))
+            .collect();
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "b", "namespace": ns},
+                "spec": {"selector": {"matchLabels": {"app": app}}},
+                "status": {"disruptionsAllowed": allowed, "disruptedPods": disrupted,
+                    "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn app(mut p: Pod, app: &str) -> Pod {
+        p.metadata.labels = Some(BTreeMap::from([("app".to_string(), app.to_string())]));
+        p
+    }
+
+    fn run_with(incoming: Pod, nodes: &[NodeInfo], listers: &dyn Listers) -> Outcome {
         let nodes: Vec<Arc<NodeInfo>> = nodes.iter().cloned().map(Arc::new).collect();
         let nodes = &nodes[..];
         let fw = default_framework();
@@ -227,7 +359,7 @@ mod tests {
                 &mut rand::rng(),
             )
             .expect_err("the pod must not fit");
-        preempt(&fw, &p, nodes, &NoListers, &fit)
+        preempt(&fw, &p, nodes, listers, &fit)
     }
 
     fn victims(o: Outcome) -> (String, Vec<String>) {
@@ -304,5 +436,68 @@ mod tests {
             run(prio("p", "500m", 100), &nodes),
             Outcome::NoCandidates(_)
         ));
+    }
+
+    #[test]
+    fn budgets_split_victims() {
+        let db = |name: &str| {
+            let mut p = app(prio(name, "100m", 1), "db");
+            p.metadata.name = Some(name.into());
+            Arc::new(p)
+        };
+        let pods = vec![
+            db("a"),
+            db("b"),
+            db("c"),
+            Arc::new(prio("plain", "100m", 1)),
+        ];
+        let names = |v: &[Arc<Pod>]| -> Vec<String> {
+            v.iter().filter_map(|p| p.metadata.name.clone()).collect()
+        };
+        // One disruption allowed: the first db pod uses it, the next ones violate.
+        let (violating, other) = split_by_budget(pods.clone(), &[budget("default", "db", 1, &[])]);
+        assert_eq!(names(&violating), ["b", "c"]);
+        assert_eq!(names(&other), ["a", "plain"]);
+        // Pods already in disruptedPods do not draw on it; other namespaces do not match.
+        let (violating, _) = split_by_budget(pods.clone(), &[budget("default", "db", 0, &["a"])]);
+        assert_eq!(names(&violating), ["b", "c"]);
+        let (violating, _) = split_by_budget(pods, &[budget("other", "db", 0, &[])]);
+        assert!(violating.is_empty());
+    }
+
+    #[test]
+    fn prefers_victims_and_nodes_without_budget_violations() {
+        let budgets = Budgets(vec![budget("default", "db", 0, &[])]);
+        // The guarded pod has the lower priority: without budgets, machine1 is chosen.
+        let nodes = [
+            info(
+                node("machine1", "1", "8Gi", &[]),
+                &[app(prio("guarded", "1", 10), "db")],
+            ),
+            info(node("machine2", "1", "8Gi", &[]), &[prio("free", "1", 20)]),
+        ];
+        assert_eq!(victims(run(prio("p", "1", 50), &nodes)).0, "machine1");
+        assert_eq!(
+            victims(run_with(prio("p", "1", 50), &nodes, &budgets)),
+            ("machine2".into(), vec!["free".into()])
+        );
+        // On one node, the guarded pod is reprieved first, though less important.
+        let shared = [info(
+            node("machine1", "1", "8Gi", &[]),
+            &[
+                app(prio("guarded", "500m", 10), "db"),
+                prio("free", "500m", 20),
+            ],
+        )];
+        assert_eq!(victims(run(prio("p", "500m", 50), &shared)).1, ["guarded"]);
+        assert_eq!(
+            victims(run_with(prio("p", "500m", 50), &shared, &budgets)).1,
+            ["free"]
+        );
+        // When only a violating victim makes room, it is still evicted.
+        match run_with(prio("p", "1", 50), &nodes[..1], &budgets) {
+            Outcome::Nominate(c) => assert_eq!((c.node.as_str(), c.violating), ("machine1", 1)),
+            other => panic!("{other:?}"),
+        }
     }
 }

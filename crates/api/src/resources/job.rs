@@ -1,8 +1,9 @@
 //! batch/v1 Job: upstream's defaults (completions/parallelism 1, backoffLimit 6, NonIndexed,
 //! not suspended, TerminatingOrFailed replacement), the generated selector
 //! (`batch.kubernetes.io/controller-uid`) and template labels, validation (OnFailure/Never
-//! restart policy, selector match, immutable fields), the STATUS/COMPLETIONS/DURATION table and the
-//! `status.successful` field selector.
+//! restart policy, selector match, immutable fields (podFailurePolicy, backoffLimitPerIndex
+//! and successPolicy among them); failure policies in `job_policy`), the
+//! STATUS/COMPLETIONS/DURATION table and the `status.successful` field selector.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::FieldCause;
 use crate::resources::validation::{self, invalid_raw};
-use crate::resources::{podspec, workload};
+use crate::resources::{job_policy, podspec, workload};
 use crate::strategy::Behavior;
 use crate::table::{Column, age_cell, human_duration, human_duration_since};
 
@@ -137,6 +138,7 @@ pub fn validate_job_spec(spec: &JobSpec, path: &str, selector_required: bool) ->
             "when completion mode is Indexed",
         ));
     }
+    causes.extend(job_policy::validate(spec, path));
     causes
 }
 
@@ -196,6 +198,31 @@ impl Behavior for Job {
                 causes.push(FieldCause::immutable(
                     "spec.completionMode",
                     spec.completion_mode.as_deref().unwrap_or(""),
+                ));
+            }
+            let shown = |v: Option<serde_json::Value>| v.map_or("null".into(), |v| v.to_string());
+            if spec.pod_failure_policy != old_spec.pod_failure_policy {
+                let v = serde_json::to_value(&spec.pod_failure_policy).ok();
+                causes.push(invalid_raw(
+                    "spec.podFailurePolicy",
+                    shown(v),
+                    "field is immutable",
+                ));
+            }
+            if spec.backoff_limit_per_index != old_spec.backoff_limit_per_index {
+                let v = spec.backoff_limit_per_index.map(serde_json::Value::from);
+                causes.push(invalid_raw(
+                    "spec.backoffLimitPerIndex",
+                    shown(v),
+                    "field is immutable",
+                ));
+            }
+            if spec.success_policy != old_spec.success_policy {
+                let v = serde_json::to_value(&spec.success_policy).ok();
+                causes.push(invalid_raw(
+                    "spec.successPolicy",
+                    shown(v),
+                    "field is immutable",
                 ));
             }
             if spec.template != old_spec.template && old_spec.suspend != Some(true) {
@@ -317,6 +344,18 @@ mod tests {
         }
         let causes = j.validate(None);
         assert_eq!(causes[0].field, "spec.template.spec.restartPolicy");
+        let old = j.clone();
+        if let Some(s) = j.spec.as_mut() {
+            s.backoff_limit_per_index = Some(2);
+        }
+        assert!(
+            j.validate(Some(&old))
+                .iter()
+                .any(|c| c.field == "spec.backoffLimitPerIndex"
+                    && c.message == "Invalid value: 2: field is immutable"),
+            "{:?}",
+            j.validate(Some(&old))
+        );
         assert_eq!(
             causes[0].message,
             r#"Unsupported value: "Always": supported values: "OnFailure", "Never""#

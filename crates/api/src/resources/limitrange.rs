@@ -1,5 +1,6 @@
 //! core/v1 LimitRange: container default/defaultRequest filled from max/default/min as upstream
-//! does, type validation, and the CREATED AT table.
+//! does, type validation (no defaults for `Pod`, a storage min or max for
+//! `PersistentVolumeClaim`), and the CREATED AT table.
 
 use k8s_openapi::api::core::v1::LimitRange;
 use serde_json::Value;
@@ -55,6 +56,28 @@ impl Behavior for LimitRange {
                 &["Container", "Pod", "PersistentVolumeClaim"],
                 &mut causes,
             );
+            if item.type_ == "Pod" {
+                for (kind, list) in [
+                    ("default", &item.default),
+                    ("defaultRequest", &item.default_request),
+                ] {
+                    if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                        causes.push(FieldCause::forbidden(
+                            format!("spec.limits[{i}].{kind}"),
+                            "may not be specified when `type` is 'Pod'",
+                        ));
+                    }
+                }
+            }
+            let has = |l: &Option<std::collections::BTreeMap<String, _>>| {
+                l.as_ref().is_some_and(|l| l.contains_key("storage"))
+            };
+            if item.type_ == "PersistentVolumeClaim" && !has(&item.min) && !has(&item.max) {
+                causes.push(validation::required_because(
+                    format!("spec.limits[{i}].limits"),
+                    "either minimum or maximum storage value is required, but neither was provided",
+                ));
+            }
             for (kind, list) in [
                 ("max", &item.max),
                 ("min", &item.min),

@@ -19,6 +19,7 @@ mod horizontalpodautoscaler;
 mod ingress;
 mod ingressclass;
 mod job;
+mod job_policy;
 mod lease;
 mod limitrange;
 mod namespace;

@@ -9,17 +9,22 @@
 //!   `status.uncountedTerminatedPods` (Indexed jobs: their index to `completedIndexes`), their
 //!   finalizers are removed, then the uids move into `succeeded` / `failed`. A pod deleted
 //!   before it succeeded counts as failed;
+//! - matches each failed pod against the `podFailurePolicy` (`policy`): a FailJob rule fails
+//!   the job (reason `PodFailurePolicy`), an Ignore rule leaves the failure uncounted;
 //! - fails the job when `failed > backoffLimit` (or, with restartPolicy OnFailure, when the
 //!   active pods' restarts reach it) with reason `BackoffLimitExceeded`, or when it has been
-//!   active for `activeDeadlineSeconds` (`DeadlineExceeded`): first the `FailureTarget`
-//!   condition and the deletion of the active pods, then `Failed` once no pod is left
-//!   terminating or uncounted;
+//!   active for `activeDeadlineSeconds` (`DeadlineExceeded`), or (Indexed, with
+//!   `backoffLimitPerIndex`, see `indexes`) when more than `maxFailedIndexes` indexes failed
+//!   (`MaxFailedIndexesExceeded`) or every index finished and some failed (`FailedIndexes`):
+//!   first the `FailureTarget` condition and the deletion of the active pods, then `Failed`
+//!   once no pod is left terminating or uncounted;
 //! - otherwise keeps `min(completions - succeeded, parallelism)` pods active (Indexed: one pod
 //!   per missing index, named `JOB-INDEX-xxxxx`), replacing failed pods after upstream's
 //!   back-off (10 s doubling per failure since the last success, at most 6 min), and deletes
 //!   every active pod of a suspended job (`Suspended` condition; resuming resets `startTime`);
-//! - completes the job when enough pods succeeded and none is active: `SuccessCriteriaMet`,
-//!   then `Complete` with `completionTime`;
+//! - completes the job when enough pods succeeded and none is active, or (Indexed) when its
+//!   `successPolicy` is met (reason `SuccessPolicy`; the other pods are deleted first):
+//!   `SuccessCriteriaMet`, then `Complete` with `completionTime`;
 //! - deletes a finished job `ttlSecondsAfterFinished` after it finished (foreground
 //!   propagation, as upstream's TTL controller).
 //!
@@ -27,6 +32,8 @@
 //! pods whose Job is gone or being deleted, or that were orphaned, so that they can go.
 
 mod cleanup;
+pub mod indexes;
+pub mod policy;
 pub mod util;
 
 use crate::informers::PodEvents;
@@ -38,7 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -53,9 +60,9 @@ use crate::controller_utils::{
 };
 use crate::replicaset::{BURST_REPLICAS, slow_start};
 use util::{
-    backoff, completion_index, counts_failed, ensure_condition, failures_since_success,
+    backoff, completion_index, count, counts_failed, ensure_condition, failures_since_success,
     format_indexes, has_condition, has_tracking_finalizer, indexes_to_create, is_terminating,
-    parse_indexes, phase, pod_for, want_active,
+    min_some, parse_indexes, past_backoff_on_failure, phase, pod_for, uncounted_of, want_active,
 };
 
 struct Ctx {
@@ -159,6 +166,9 @@ async fn sync(
     let mut unc_succ: BTreeSet<String> = uncounted.succeeded.into_iter().flatten().collect();
     let mut unc_fail: BTreeSet<String> = uncounted.failed.into_iter().flatten().collect();
     let mut completed = parse_indexes(st.completed_indexes.as_deref().unwrap_or(""));
+    let policy = spec.pod_failure_policy.as_ref();
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+    let mut failed_idx = parse_indexes(st.failed_indexes.as_deref().unwrap_or(""));
 
     // Newly finished pods: counted (as uncounted uids) before their finalizers go.
     let mut to_finalize: Vec<&Pod> = Vec::new();
@@ -173,7 +183,14 @@ async fn sync(
             }
             to_finalize.push(p);
         } else if counts_failed(p) {
-            if !indexed || valid_index.is_some() {
+            let verdict = policy::verdict(policy, p);
+            if let (Some(limit), Some(i)) = (per_index, valid_index)
+                && !completed.contains(&i)
+                && indexes::index_failed(limit, &verdict, p)
+            {
+                failed_idx.insert(i);
+            }
+            if verdict.counts && (!indexed || valid_index.is_some()) {
                 unc_fail.insert(uid);
             }
             to_finalize.push(p);
@@ -210,16 +227,37 @@ async fn sync(
             .filter(|_| !suspended)
             .zip(st.start_time.as_ref())
             .map(|(secs, start)| start.0 + SignedDuration::from_secs(secs));
-        let failure = if failed > backoff_limit || past_backoff_on_failure(&spec, &active) {
+        // A FailJob rule first, then the limits, as upstream's syncJob.
+        let fail_job = policy.and_then(|_| {
+            owned
+                .iter()
+                .filter(|p| counts_failed(p))
+                .find_map(|p| policy::verdict(policy, p).fail_job)
+        });
+        let failed_indexes = count(failed_idx.len());
+        let failure: Option<(&str, String)> = if let Some(message) = fail_job {
+            Some((policy::REASON, message))
+        } else if failed > backoff_limit || past_backoff_on_failure(&spec, &active) {
             Some((
                 "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
+                "Job has reached the specified backoff limit".into(),
             ))
         } else if deadline.is_some_and(|d| d <= now) {
             Some((
                 "DeadlineExceeded",
-                "Job was active longer than specified deadline",
+                "Job was active longer than specified deadline".into(),
             ))
+        } else if per_index.is_some() && spec.max_failed_indexes.is_some_and(|m| failed_indexes > m)
+        {
+            Some((
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes".into(),
+            ))
+        } else if per_index.is_some()
+            && failed_indexes > 0
+            && failed_indexes + count(completed.len()) >= completions.unwrap_or(0)
+        {
+            Some(("FailedIndexes", "Job has failed indexes".into()))
         } else {
             if let Some(d) = deadline {
                 requeue = Some(Duration::try_from(d.duration_since(now)).unwrap_or_default());
@@ -227,25 +265,49 @@ async fn sync(
             None
         };
         if let Some((reason, message)) = failure {
-            ensure_condition(&mut conds, "FailureTarget", "True", reason, message, now);
+            ensure_condition(&mut conds, "FailureTarget", "True", reason, &message, now);
             finish = Some(Finish {
                 kind: "Failed",
                 reason: reason.into(),
-                message: message.into(),
+                message,
+            });
+        } else if let Some(message) = indexed
+            .then(|| {
+                let policy = spec.success_policy.as_ref();
+                indexes::success_policy_met(policy, completions.unwrap_or(0), &completed)
+            })
+            .flatten()
+        {
+            // The success policy is met: the other pods go, then the job completes.
+            let reason = indexes::SUCCESS_POLICY_REASON;
+            ensure_condition(
+                &mut conds,
+                "SuccessCriteriaMet",
+                "True",
+                reason,
+                &message,
+                now,
+            );
+            finish = Some(Finish {
+                kind: "Complete",
+                reason: reason.into(),
+                message,
             });
         }
     }
 
     let mut manage_err = None;
     if finish.is_none() {
+        // Failed indexes are as done as succeeded ones: never run again.
+        let done: BTreeSet<i32> = completed.union(&failed_idx).copied().collect();
         let wait = manage(
             pods,
             &job,
             &spec,
             &owned,
             &mut active,
-            &completed,
-            succeeded,
+            &done,
+            succeeded + count(failed_idx.len()),
             suspended,
             now,
         )
@@ -313,6 +375,7 @@ async fn sync(
     if indexed {
         st.succeeded = Some(succeeded);
         st.completed_indexes = Some(format_indexes(&completed));
+        st.failed_indexes = per_index.map(|_| format_indexes(&failed_idx));
     } else {
         st.succeeded = Some(st.succeeded.unwrap_or(0));
     }
@@ -375,17 +438,6 @@ async fn sync(
     })
 }
 
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 fn finish_from(kind: &'static str, c: &JobCondition) -> Finish {
     Finish {
         kind,
@@ -394,48 +446,10 @@ fn finish_from(kind: &'static str, c: &JobCondition) -> Finish {
     }
 }
 
-/// `status.uncountedTerminatedPods`, empty lists left out (as upstream serialises them).
-fn uncounted_of(succ: &BTreeSet<String>, fail: &BTreeSet<String>) -> UncountedTerminatedPods {
-    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
-    UncountedTerminatedPods {
-        succeeded: list(succ),
-        failed: list(fail),
-    }
-}
-
-/// Upstream's `pastBackoffLimitOnFailure`: with restartPolicy OnFailure, the active pods'
-/// container restarts reach backoffLimit.
-fn past_backoff_on_failure(spec: &JobSpec, active: &[Pod]) -> bool {
-    let on_failure = spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        == Some("OnFailure");
-    if !on_failure {
-        return false;
-    }
-    let restarts: i32 = active
-        .iter()
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
-        })
-        .map(|c| c.restart_count)
-        .sum();
-    let limit = spec.backoff_limit.unwrap_or(6);
-    if limit == 0 {
-        restarts > 0
-    } else {
-        restarts >= limit
-    }
-}
-
 /// Creates and deletes pods (upstream's `manageJob`); `active` ends as the pods believed
-/// active. Returns how long to wait before creating more (the failure back-off).
+/// active. `completed` holds the indexes not to run again (succeeded or failed), `succeeded`
+/// counts them. Returns how long to wait before creating more (the failure back-off, per
+/// index with backoffLimitPerIndex).
 #[allow(clippy::too_many_arguments)]
 async fn manage(
     pods: &Api<Pod>,
@@ -489,8 +503,10 @@ async fn manage(
     if have == want {
         return Ok(None);
     }
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed).is_some();
+    let histories = per_index.then(|| indexes::histories(owned, spec.pod_failure_policy.as_ref()));
     let (failures, last) = failures_since_success(owned);
-    if let Some(last) = last {
+    if let Some(last) = last.filter(|_| !per_index) {
         let ready_at = last + SignedDuration::try_from(backoff(failures)).unwrap_or_default();
         if ready_at > now {
             return Ok(Some(
@@ -499,17 +515,35 @@ async fn manage(
         }
     }
     let missing = usize::try_from((want - have).min(BURST_REPLICAS)).unwrap_or(0);
+    let mut wait = None;
     let to_create: Vec<Pod> = if indexed {
         let active_idx: BTreeSet<i32> = active.iter().filter_map(completion_index).collect();
-        indexes_to_create(
+        let mut chosen = Vec::new();
+        let candidates = indexes_to_create(
             spec.completions.unwrap_or(0),
             completed,
             &active_idx,
-            missing,
-        )
-        .into_iter()
-        .map(|i| pod_for(job, Some(i)))
-        .collect()
+            usize::MAX,
+        );
+        for i in candidates {
+            if chosen.len() >= missing {
+                break;
+            }
+            let Some(histories) = &histories else {
+                chosen.push(pod_for(job, Some(i)));
+                continue;
+            };
+            let h = histories.get(&i).copied().unwrap_or_default();
+            if let Some(at) = indexes::ready_at(&h).filter(|at| *at > now) {
+                let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+                wait = min_some(wait, Some(left));
+                continue;
+            }
+            let mut pod = pod_for(job, Some(i));
+            indexes::annotate(&mut pod, &h);
+            chosen.push(pod);
+        }
+        chosen
     } else {
         (0..missing).map(|_| pod_for(job, None)).collect()
     };
@@ -526,7 +560,7 @@ async fn manage(
     active.extend(created);
     match err {
         Some(e) => Err(e),
-        None => Ok(None),
+        None => Ok(wait),
     }
 }
 
