@@ -123,9 +123,9 @@ pub async fn remove_masquerade() -> Result<()> {
 }
 
 /// Forgets what this node knows of `ip`'s link-layer address (its neighbour entries). Pod
-/// addresses are reused (host-local hands out the lowest free one), and an entry left by the
-/// pod that had the address before still points at that pod's gone MAC address: packets to
-/// the new pod would be lost until the entry fails its probes, several seconds later (the
+/// addresses come back (host-local hands them out in turn and wraps around; a node set up
+/// again starts from the first), and an entry left by the pod that had the address before
+/// still points at that pod's gone MAC address: packets to the new pod would be lost until the entry fails its probes, several seconds later (the
 /// kernel does not take the plugin's gratuitous ARP over a recent entry). Called when a new
 /// sandbox gets its address.
 pub async fn forget_neighbour(ip: Ipv4Addr) -> Result<()> {
