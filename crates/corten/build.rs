@@ -6,7 +6,10 @@
 //! `.text`, in the order of `layout/agent.order`, a list of symbol names recorded from a
 //! running agent by `scripts/agent-layout.sh` (from a release build: the symbol names' hashes
 //! differ between profiles). Names that no longer exist are skipped, so a stale list costs
-//! memory, never correctness. Other builds (dev, tests, other targets) ignore the list.
+//! memory, never correctness. The release binary is also linked as a fixed-address
+//! executable (`-no-pie`): a position-independent one carries relocation tables and has its
+//! pointer-holding data rewritten at every start, pages the agent would keep resident. Other
+//! builds (dev, tests, other targets) are linked as usual.
 
 use std::path::Path;
 
@@ -21,5 +24,6 @@ fn main() {
             order.display()
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        println!("cargo:rustc-link-arg-bins=-no-pie");
     }
 }
