@@ -8,36 +8,8 @@ mod common;
 
 use common::pods::wait_for;
 use common::watch::is_active;
-use common::{Cluster, SimNodes};
+use common::{Cluster, SIM_EXIT as EXIT, SimNodes, sim_job as job};
 use serde_json::Value;
-
-const EXIT: &str = "corten.dev/sim-exit-code";
-
-/// A Job manifest with `spec` (extra spec YAML indented two spaces) and, when `exit` is set,
-/// pods that exit with that code.
-fn job(name: &str, spec: &str, exit: Option<i32>, restart: &str) -> String {
-    let annotations = exit.map_or(String::new(), |code| {
-        format!("      annotations:\n        {EXIT}: \"{code}\"\n")
-    });
-    format!(
-        "apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {name}
-spec:
-{spec}
-  template:
-    metadata:
-{annotations}      labels:
-        app: {name}
-    spec:
-      restartPolicy: {restart}
-      containers:
-      - name: work
-        image: busybox
-"
-    )
-}
 
 fn start() -> (Cluster, SimNodes) {
     let c = Cluster::start_with(&[]);

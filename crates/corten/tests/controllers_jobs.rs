@@ -11,31 +11,9 @@ use common::watch::{PodWatch, is_active};
 use common::{Cluster, SimNodes};
 use serde_json::Value;
 
-/// A Job manifest: `spec` is extra spec YAML (indented two spaces), `exit` the pods' exit
-/// code (None: they run until deleted).
+/// A Job manifest whose pods exit with `exit` (None: they run until deleted), never restarted.
 fn job(name: &str, spec: &str, exit: Option<i32>) -> String {
-    let annotations = exit.map_or(String::new(), |code| {
-        format!("      annotations:\n        corten.dev/sim-exit-code: \"{code}\"\n")
-    });
-    format!(
-        "apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {name}
-spec:
-{spec}
-  template:
-    metadata:
-{annotations}      labels:
-        app: {name}
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: work
-        image: busybox
-        command: [\"sh\", \"-c\", \"echo $JOB_COMPLETION_INDEX\"]
-"
-    )
+    common::sim_job(name, spec, exit, "Never")
 }
 
 fn start() -> (Cluster, SimNodes) {

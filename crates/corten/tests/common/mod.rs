@@ -483,3 +483,33 @@ impl Drop for SimNodes {
         let _ = self.child.wait();
     }
 }
+
+/// The annotation that makes a simulated node's pod end about a second after it starts, with
+/// its value as exit code (Succeeded for 0, Failed otherwise).
+pub const SIM_EXIT: &str = "corten.dev/sim-exit-code";
+
+/// A Job manifest for simulated nodes: `spec` is extra spec YAML (indented two spaces), `exit`
+/// the pods' exit code (None: they run until deleted), `restart` their restartPolicy.
+pub fn sim_job(name: &str, spec: &str, exit: Option<i32>, restart: &str) -> String {
+    let annotations = exit.map_or(String::new(), |code| {
+        format!("      annotations:\n        {SIM_EXIT}: \"{code}\"\n")
+    });
+    format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+spec:
+{spec}
+  template:
+    metadata:
+{annotations}      labels:
+        app: {name}
+    spec:
+      restartPolicy: {restart}
+      containers:
+      - name: work
+        image: busybox
+"
+    )
+}
