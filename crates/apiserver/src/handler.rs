@@ -451,9 +451,7 @@ async fn serve_resource(
             };
             let name = info.name.as_deref();
             let rx = state.watch(&res, ns, name, query, render).await?;
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-                .map(Ok::<_, std::convert::Infallible>);
-            let mut resp = Response::new(Body::from_stream(stream));
+            let mut resp = Response::new(Body::from_stream(crate::watch::body(rx)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -544,5 +542,3 @@ async fn serve_resource(
         ))),
     }
 }
-
-use futures::StreamExt as _;

@@ -26,6 +26,29 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a watch lasts when the client gives no timeout (upstream: 30-60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// The most bytes of queued events [`body`] joins into one chunk.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// A watch's response body: its events as they come, except that events already queued when
+/// the connection is ready for more are joined into one chunk (one TLS record and one write
+/// instead of one per event, when a busy server produces them faster than they are sent).
+pub fn body(
+    rx: mpsc::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut chunk: Option<Vec<u8>> = None;
+        while chunk.as_ref().map_or(first.len(), Vec::len) < COALESCE_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            chunk
+                .get_or_insert_with(|| first.to_vec())
+                .extend_from_slice(&next);
+        }
+        let out = chunk.map_or(first, Bytes::from);
+        Some((Ok(out), rx))
+    })
+}
+
 /// How each watched object is rendered.
 #[derive(Clone, Copy)]
 pub enum Render {
@@ -287,5 +310,37 @@ async fn run(
                 if !w.send_event(kind, &ev).await { return; }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queued_events_go_out_as_one_chunk_in_order() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut out = Box::pin(body(rx));
+        for line in ["a\n", "b\n", "c\n"] {
+            tx.send(Bytes::from(line)).await.unwrap();
+        }
+        assert_eq!(out.next().await.unwrap().unwrap(), Bytes::from("a\nb\nc\n"));
+        tx.send(Bytes::from("d\n")).await.unwrap();
+        assert_eq!(out.next().await.unwrap().unwrap(), Bytes::from("d\n"));
+        drop(tx);
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_stops_growing_past_the_coalescing_limit() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut out = Box::pin(body(rx));
+        let big = Bytes::from(vec![b'x'; COALESCE_BYTES - 1]);
+        tx.send(big.clone()).await.unwrap();
+        tx.send(Bytes::from("y\n")).await.unwrap();
+        tx.send(Bytes::from("z\n")).await.unwrap();
+        let first = out.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), COALESCE_BYTES + 1);
+        assert_eq!(out.next().await.unwrap().unwrap(), Bytes::from("z\n"));
     }
 }

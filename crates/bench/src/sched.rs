@@ -2,12 +2,13 @@
 //! benchmarks), with the API server and its store in the loop.
 //!
 //! 1. **Scheduler throughput**: `corten server` (API server, store, controllers, scheduler;
-//!    no node agent) and `corten sim-nodes --count 5000`; once all 5,000 nodes are Ready, a
-//!    watch on the namespace records when each pod is first seen bound, and 16 clients create
-//!    10,000 pods (the API benchmark's pod, 100m cpu / 128Mi requested). Throughput is pods
-//!    divided by the time from the first create sent to the last pod seen bound: creation to
-//!    bound, the shape of upstream scheduler_perf's SchedulingBasic (5,000 nodes, 10,000 pods).
-//!    The create rate alone is reported beside it.
+//!    no node agent) and `corten sim-nodes --count 5000`; once all 5,000 nodes are Ready and
+//!    have their Leases (renewed every 10 s from then on, as kubelets do), a watch on the
+//!    namespace records when each pod is first seen bound, and 16 clients create 10,000 pods
+//!    (the API benchmark's pod, 100m cpu / 128Mi requested). Throughput is pods divided by
+//!    the time from the first create sent to the last pod seen bound: creation to bound, the
+//!    shape of upstream scheduler_perf's SchedulingBasic (5,000 nodes, 10,000 pods). The
+//!    create rate alone is reported beside it.
 //! 2. **Control-plane memory**: VmRSS of that `corten server` (API server, store, controllers
 //!    and scheduler are one process) 5 s after the last pod was bound, with the 5,000 nodes and
 //!    10,000 pods; the sim-nodes process is reported apart (it stands in for kubelets).
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -53,7 +55,8 @@ pub struct Params<'a> {
     pub replicas: i32,
 }
 
-/// Starts `corten sim-nodes` against `server` and waits until `count` nodes are Ready.
+/// Starts `corten sim-nodes` against `server` and waits until `count` nodes are Ready and have
+/// their Leases (so that the measurement sees the nodes' steady renewals, not their start).
 async fn sim_nodes(
     bin: &Path,
     server: &Corten,
@@ -85,10 +88,14 @@ async fn sim_nodes(
             })
             .count();
         if ready >= count {
-            return Ok(proc);
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+            let leased = leases.list_metadata(&ListParams::default()).await?.items.len();
+            if leased >= count {
+                return Ok(proc);
+            }
         }
         if Instant::now() > deadline {
-            bail!("only {ready} of {count} sim nodes Ready after 600 s");
+            bail!("only {ready} of {count} sim nodes Ready (with their Leases) after 600 s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -12,6 +12,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the API server allocates and frees a JSON tree or two
+/// per request, and glibc's malloc/free/consolidate took ~18 % of the server's CPU under the
+/// scheduler benchmark (docs/benchmarks.md, issue 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod datastore;
 mod images;

@@ -2,8 +2,8 @@
 //! kwok does.
 //!
 //! [`run_simulated_nodes`] registers `count` Nodes named `{prefix}-{i}` (8 CPUs, 32Gi, 110
-//! pods, Ready, labelled `corten.dev/simulated=true`), renews one Lease per node in
-//! `kube-node-lease` every 10 s, and watches every pod with ONE watcher (not one per node),
+//! pods, Ready, labelled `corten.dev/simulated=true`), creates one Lease per node in
+//! `kube-node-lease` as it registers the node and renews it every 10 s, and watches every pod with ONE watcher (not one per node),
 //! keeping those bound to its nodes:
 //! - a pod bound to a sim node gets a Running status (conditions True, a pod IP from the
 //!   node's range, container statuses running and ready) through `pods/status`;
@@ -170,8 +170,10 @@ fn node_object(n: &SimNode) -> Node {
     }
 }
 
-/// Creates (or takes over) a node, then writes its status through `nodes/status`.
-async fn register(nodes: &Api<Node>, n: &SimNode) -> Result<(), kube::Error> {
+/// Creates (or takes over) a node, writes its status through `nodes/status`, then makes sure
+/// its Lease exists (as a kubelet does right after registering), so that the renewals that
+/// follow are plain updates.
+async fn register(nodes: &Api<Node>, leases: &Api<Lease>, n: &SimNode) -> Result<(), kube::Error> {
     let node = node_object(n);
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
@@ -190,38 +192,46 @@ async fn register(nodes: &Api<Node>, n: &SimNode) -> Result<(), kube::Error> {
     nodes
         .patch_status(&n.name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    Ok(())
+    create_lease(leases, &n.name, lease_spec(&n.name)).await
 }
 
-/// Creates or renews a node's lease.
-async fn renew_lease(leases: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
-    let spec = LeaseSpec {
+/// A node's Lease spec, renewed now.
+fn lease_spec(node: &str) -> LeaseSpec {
+    LeaseSpec {
         holder_identity: Some(node.to_string()),
         lease_duration_seconds: Some(40),
         renew_time: Some(MicroTime(jiff::Timestamp::now())),
         ..Default::default()
+    }
+}
+
+/// Creates a node's Lease; one that exists already is fine (the renewals update it).
+async fn create_lease(leases: &Api<Lease>, node: &str, spec: LeaseSpec) -> Result<(), kube::Error> {
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(node.to_string()),
+            namespace: Some(LEASE_NAMESPACE.into()),
+            ..Default::default()
+        },
+        spec: Some(spec),
     };
+    match leases.create(&PostParams::default(), &lease).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews a node's Lease (created again if someone deleted it).
+async fn renew_lease(leases: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
+    let spec = lease_spec(node);
     let patch = serde_json::json!({ "spec": spec });
     match leases
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(node.to_string()),
-                    namespace: Some(LEASE_NAMESPACE.into()),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-            };
-            match leases.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+        Err(kube::Error::Api(s)) if s.code == 404 => create_lease(leases, node, spec).await,
         Err(e) => Err(e),
     }
 }
@@ -246,7 +256,7 @@ pub async fn run_simulated_nodes(
         tasks.spawn(async move {
             for n in &sims {
                 // Registration is retried until it works: the API server may still be starting.
-                while let Err(e) = register(&nodes, n).await {
+                while let Err(e) = register(&nodes, &leases, n).await {
                     tracing::warn!(node = %n.name, error = %e, "node registration failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
