@@ -14,6 +14,7 @@ use api::{ApiError, ResourceInfo};
 
 use crate::objects;
 use crate::state::ApiState;
+use store::KeyValue;
 
 /// The annotation that marks an IngressClass as the default.
 const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -36,17 +37,34 @@ impl ApiState {
         Ok(())
     }
 
+    /// Every stored object under `prefix`, for admission's lookups of the few objects that
+    /// govern a request (LimitRanges, quotas, PriorityClasses, budgets): asked first with a
+    /// small limit, which the store answers without a trip through its blocking pool, and
+    /// again in full only when there are more.
+    pub(crate) async fn range_few(&self, prefix: String) -> Result<Vec<KeyValue>, ApiError> {
+        let first = store::RangeRequest {
+            prefix: prefix.clone(),
+            limit: Some(store::INLINE_RANGE),
+            ..Default::default()
+        };
+        let list = self.store.range(first).await.map_err(ApiError::internal)?;
+        if list.remaining == 0 {
+            return Ok(list.kvs);
+        }
+        let all = store::RangeRequest {
+            prefix,
+            ..Default::default()
+        };
+        Ok(self.store.range(all).await.map_err(ApiError::internal)?.kvs)
+    }
+
     /// All stored objects of a cluster-scoped resource.
     async fn list_all(&self, group: &str, plural: &str) -> Result<Vec<Value>, ApiError> {
         let Some(res) = self.registry.get(group, "v1", plural) else {
             return Ok(vec![]);
         };
-        let range = store::RangeRequest {
-            prefix: res.key_prefix(),
-            ..Default::default()
-        };
-        let list = self.store.range(range).await.map_err(ApiError::internal)?;
-        list.kvs.iter().map(objects::decode).collect()
+        let kvs = self.range_few(res.key_prefix()).await?;
+        kvs.iter().map(objects::decode).collect()
     }
 
     /// Priority: resolves the pod's PriorityClass into `spec.priority` and
@@ -108,13 +126,9 @@ impl ApiState {
         else {
             return Ok(());
         };
-        let range = store::RangeRequest {
-            prefix: classes.key_prefix(),
-            ..Default::default()
-        };
-        let list = self.store.range(range).await.map_err(ApiError::internal)?;
+        let kvs = self.range_few(classes.key_prefix()).await?;
         let mut defaults: Vec<Value> = vec![];
-        for kv in &list.kvs {
+        for kv in &kvs {
             let class = objects::decode(kv)?;
             if class["metadata"]["annotations"][DEFAULT_CLASS] == "true" {
                 defaults.push(class);

@@ -135,14 +135,12 @@ impl ApiState {
             return Ok(());
         };
         let ns = ns.unwrap_or("default");
-        let range = store::RangeRequest {
-            prefix: format!("{}{ns}/", pdbs.key_prefix()),
-            ..Default::default()
-        };
-        let list = self.store.range(range).await.map_err(ApiError::internal)?;
+        let kvs = self
+            .range_few(format!("{}{ns}/", pdbs.key_prefix()))
+            .await?;
         let labels = objects::labels(pod);
         let mut matching = vec![];
-        for kv in &list.kvs {
+        for kv in &kvs {
             let pdb = objects::decode(kv)?;
             if selects(&pdb, &labels) {
                 matching.push(pdb);

@@ -249,12 +249,8 @@ impl ApiState {
         let Some(res) = self.registry.get("", "v1", "limitranges") else {
             return Ok(vec![]);
         };
-        let range = store::RangeRequest {
-            prefix: format!("{}{ns}/", res.key_prefix()),
-            ..Default::default()
-        };
-        let list = self.store.range(range).await.map_err(ApiError::internal)?;
-        list.kvs.iter().map(objects::decode).collect()
+        let kvs = self.range_few(format!("{}{ns}/", res.key_prefix())).await?;
+        kvs.iter().map(objects::decode).collect()
     }
 
     /// LimitRanger's mutating half: defaults for a new pod.

@@ -89,7 +89,11 @@ async fn sim_nodes(
             .count();
         if ready >= count {
             let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-            let leased = leases.list_metadata(&ListParams::default()).await?.items.len();
+            let leased = leases
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len();
             if leased >= count {
                 return Ok(proc);
             }

@@ -68,6 +68,11 @@ impl Event {
     }
 }
 
+/// A range whose `limit` is at most this is cheap for a backend to answer at once (the SQLite
+/// backend reads it on the calling task instead of a blocking one); callers that expect a
+/// handful of keys ask for this many first.
+pub const INLINE_RANGE: usize = 64;
+
 /// A prefix range read.
 #[derive(Clone, Debug, Default)]
 pub struct RangeRequest {

@@ -3,8 +3,10 @@
 //! * SQLite in WAL mode with `synchronous=FULL`: a write returns only once it is durable.
 //! * Group commit: one writer thread owns the write connection, drains the queued writes and
 //!   commits them in one transaction (see the `writer` module).
-//! * Reads run on a small pool of read connections in blocking tasks, each in its own read
-//!   transaction, so they never wait for the writer.
+//! * Reads run on a small pool of read connections, each in its own read transaction, so
+//!   they never wait for the writer. A point read, or a range limited to at most
+//!   [`INLINE_RANGE`] keys, runs on the calling task (tens of microseconds: a trip through the blocking pool
+//!   cost more in thread wake-ups than the read itself); longer ranges run in blocking tasks.
 //! * Schema: `log` (one row per revision), `current` (the latest value of every live key) and
 //!   `meta` (schema version, current and compacted revisions).
 //! * Watchers are fed in-process from a broadcast the writer publishes to after each commit.
@@ -26,7 +28,8 @@ use rusqlite::Connection;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 use crate::{
-    Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, WatchStream,
+    Error, Event, INLINE_RANGE, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store,
+    WatchStream,
 };
 pub use snapshot::{ensure_unused, restore, snapshot};
 use writer::{Cmd, Op, Writer};
@@ -56,20 +59,35 @@ impl Shared {
     {
         let _slot = self.read_slots.acquire().await.map_err(|_| Error::Closed)?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = match this.pool().pop() {
-                Some(conn) => conn,
-                None => schema::open_reader(&this.path)?,
-            };
-            let result = f(&mut conn);
-            let mut pool = this.pool();
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Backend(format!("datastore read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || this.read_now(f))
+            .await
+            .map_err(|e| Error::Backend(format!("datastore read task failed: {e}")))?
+    }
+
+    /// [`Self::read`] on the calling task, for reads known to be short.
+    async fn read_inline<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T>,
+    {
+        let _slot = self.read_slots.acquire().await.map_err(|_| Error::Closed)?;
+        self.read_now(f)
+    }
+
+    /// Runs `f` on a pooled read connection (a new one if the pool is empty).
+    fn read_now<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T>,
+    {
+        let mut conn = match self.pool().pop() {
+            Some(conn) => conn,
+            None => schema::open_reader(&self.path)?,
+        };
+        let result = f(&mut conn);
+        let mut pool = self.pool();
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        result
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
@@ -160,11 +178,13 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<(Option<KeyValue>, Revision)> {
-        let key = key.to_owned();
-        self.shared.clone().read(move |c| query::get(c, &key)).await
+        self.shared.read_inline(|c| query::get(c, key)).await
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if req.limit.is_some_and(|n| n <= INLINE_RANGE) {
+            return self.shared.read_inline(|c| query::range(c, &req)).await;
+        }
         self.shared
             .clone()
             .read(move |c| query::range(c, &req))
