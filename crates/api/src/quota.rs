@@ -5,9 +5,12 @@
 //! Counted: pods (`pods`, `count/pods`, `requests.cpu` / `cpu`, `requests.memory` / `memory`,
 //! `limits.cpu`, `limits.memory`, `requests.ephemeral-storage`, `limits.ephemeral-storage` —
 //! not counted once Succeeded or Failed), services (`services`, `services.loadbalancers`,
-//! `services.nodeports`), persistentvolumeclaims (`persistentvolumeclaims`,
-//! `requests.storage`), `configmaps`, `secrets`, `replicationcontrollers`, `resourcequotas`,
-//! and `count/<resource>[.<group>]` of every namespaced kind.
+//! `services.nodeports`: every port of a NodePort or LoadBalancer service, only those naming
+//! a node port when a LoadBalancer does not allocate them), persistentvolumeclaims
+//! (`persistentvolumeclaims`, `requests.storage` — the request, or the allocated size when
+//! larger — and both per StorageClass as `<class>.storageclass.storage.k8s.io/<name>`),
+//! `configmaps`, `secrets`, `replicationcontrollers`, `resourcequotas`, and
+//! `count/<resource>[.<group>]` of every namespaced kind. [`growth`] is what an update adds.
 
 use std::collections::BTreeMap;
 
@@ -166,6 +169,40 @@ fn pod_amount(pod: &Value, kind: &str, resource: &str) -> i64 {
     sum.max(init)
 }
 
+/// The middle of the per-StorageClass quota names:
+/// `gold.storageclass.storage.k8s.io/requests.storage`.
+pub const STORAGE_CLASS_SUFFIX: &str = ".storageclass.storage.k8s.io/";
+
+/// A claim's StorageClass: the beta annotation, else `spec.storageClassName`.
+fn claim_class(pvc: &Value) -> &str {
+    pvc["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]
+        .as_str()
+        .or_else(|| pvc["spec"]["storageClassName"].as_str())
+        .unwrap_or("")
+}
+
+/// The storage a claim counts (upstream's `getStorageUsage`): its request, or what was
+/// allocated to it when that is more (a resize that did not finish), in whole bytes.
+fn claim_storage(pvc: &Value) -> Option<i64> {
+    let whole = |m: i64| m.saturating_add(999) / 1000 * 1000;
+    let requested = whole(milli(
+        pvc["spec"]["resources"]["requests"]["storage"].as_str()?,
+    ));
+    let allocated = pvc["status"]["allocatedResources"]["storage"]
+        .as_str()
+        .map_or(0, |q| whole(milli(q)));
+    Some(requested.max(allocated))
+}
+
+/// `new - old` per resource, never below zero, without the resources that did not grow
+/// (upstream's `SubtractWithNonNegativeResult`, then `RemoveZeros`): what an update adds.
+pub fn growth(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .map(|(k, v)| (k.clone(), v - old.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
 /// What one object counts against quotas.
 pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
     let mut u = Usage::new();
@@ -189,11 +226,17 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
         }
         ("", "services") => {
             let type_ = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
-            let ports = obj["spec"]["ports"].as_array().map_or(0, Vec::len);
-            let node_ports = if matches!(type_, "NodePort" | "LoadBalancer") {
-                ports
-            } else {
-                0
+            let ports = obj["spec"]["ports"].as_array().map(Vec::as_slice);
+            let ports = ports.unwrap_or_default();
+            let node_ports = match type_ {
+                "NodePort" => ports.len(),
+                // Without node port allocation only the ports that name one count.
+                "LoadBalancer" if obj["spec"]["allocateLoadBalancerNodePorts"] == false => ports
+                    .iter()
+                    .filter(|p| p["nodePort"].as_i64().is_some_and(|n| n != 0))
+                    .count(),
+                "LoadBalancer" => ports.len(),
+                _ => 0,
             };
             let lbs = i64::from(type_ == "LoadBalancer");
             u.insert("services.loadbalancers".into(), lbs * 1000);
@@ -204,10 +247,22 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
         }
         ("", "persistentvolumeclaims") => {
             u.insert("persistentvolumeclaims".into(), 1000);
-            let storage = obj["spec"]["resources"]["requests"]["storage"]
-                .as_str()
-                .map_or(0, milli);
-            u.insert("requests.storage".into(), storage);
+            let class = claim_class(obj);
+            if !class.is_empty() {
+                u.insert(
+                    format!("{class}{STORAGE_CLASS_SUFFIX}persistentvolumeclaims"),
+                    1000,
+                );
+            }
+            if let Some(storage) = claim_storage(obj) {
+                u.insert("requests.storage".into(), storage);
+                if !class.is_empty() {
+                    u.insert(
+                        format!("{class}{STORAGE_CLASS_SUFFIX}requests.storage"),
+                        storage,
+                    );
+                }
+            }
         }
         _ => {}
     }
@@ -334,6 +389,70 @@ mod tests {
         assert_eq!(
             format(usage("", "persistentvolumeclaims", &pvc)["requests.storage"]),
             "1Gi"
+        );
+    }
+
+    #[test]
+    fn claims_by_storage_class_and_allocation() {
+        let pvc = json!({
+            "metadata": {"annotations": {}},
+            "spec": {"storageClassName": "gold", "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"allocatedResources": {"storage": "2Gi"}},
+        });
+        let u = usage("", "persistentvolumeclaims", &pvc);
+        assert_eq!(format(u["requests.storage"]), "2Gi", "allocated is larger");
+        assert_eq!(
+            format(u["gold.storageclass.storage.k8s.io/requests.storage"]),
+            "2Gi"
+        );
+        assert_eq!(
+            u["gold.storageclass.storage.k8s.io/persistentvolumeclaims"],
+            1000
+        );
+        let beta = json!({
+            "metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "old"}},
+            "spec": {"storageClassName": "gold", "resources": {"requests": {"storage": "1500m"}}},
+        });
+        let u = usage("", "persistentvolumeclaims", &beta);
+        assert_eq!(u["requests.storage"], 2000, "whole bytes, rounded up");
+        assert!(u.contains_key("old.storageclass.storage.k8s.io/requests.storage"));
+        assert!(!u.contains_key("gold.storageclass.storage.k8s.io/requests.storage"));
+        let classless = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let u = usage("", "persistentvolumeclaims", &classless);
+        assert_eq!(
+            u.keys().collect::<Vec<_>>(),
+            [
+                "count/persistentvolumeclaims",
+                "persistentvolumeclaims",
+                "requests.storage"
+            ]
+        );
+    }
+
+    #[test]
+    fn growth_is_what_an_update_adds() {
+        let small = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let big = json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}});
+        let (s, b) = (
+            usage("", "persistentvolumeclaims", &small),
+            usage("", "persistentvolumeclaims", &big),
+        );
+        let g = growth(&b, &s);
+        assert_eq!(g.keys().collect::<Vec<_>>(), ["requests.storage"]);
+        assert_eq!(format(g["requests.storage"]), "2Gi");
+        assert!(growth(&s, &b).is_empty(), "shrinking adds nothing");
+        let svc = |t: &str| json!({"spec": {"type": t, "ports": [{"port": 80}]}});
+        let g = growth(
+            &usage("", "services", &svc("NodePort")),
+            &usage("", "services", &svc("ClusterIP")),
+        );
+        assert_eq!(g.keys().collect::<Vec<_>>(), ["services.nodeports"]);
+        let lb = json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 443}]}});
+        let u = usage("", "services", &lb);
+        assert_eq!(
+            (u["services.loadbalancers"], u["services.nodeports"]),
+            (1000, 1000)
         );
     }
 

@@ -9,9 +9,18 @@
 //!   as upstream evaluates it as a label selector on `{PriorityClass: name}`, where the key is
 //!   always present;
 //! - `CrossNamespacePodAffinity`: a pod (anti-)affinity term with a namespace selector or
-//!   namespaces.
+//!   namespaces;
+//! - `VolumeAttributesClass` (PersistentVolumeClaims, upstream's `pvcMatchesScopeFunc`): the
+//!   classes a claim refers to are `spec.volumeAttributesClassName`,
+//!   `status.currentVolumeAttributesClassName` and
+//!   `status.modifyVolumeStatus.targetVolumeAttributesClassName` (empty names left out);
+//!   `Exists` when there is one, otherwise the requirement is a label selector on
+//!   `{VolumeAttributesClass: name}` that some name must meet — or, with none, the empty
+//!   label set (so `NotIn` and `DoesNotExist` match a claim without a class, `In` does not).
 //!
-//! A scoped quota covers pods only (upstream's object-count evaluators match no scope).
+//! A scoped quota covers pods and PersistentVolumeClaims only, each by the scopes of its
+//! kind (a pod meets no `VolumeAttributesClass` requirement, a claim no pod scope); upstream's
+//! object-count evaluators match no scope.
 
 use serde_json::Value;
 
@@ -116,14 +125,55 @@ pub fn pod_matches(req: &Requirement, pod: &Value) -> bool {
     }
 }
 
+/// The VolumeAttributesClasses a claim (JSON) refers to, sorted, without duplicates.
+pub fn claim_attribute_classes(pvc: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = [
+        &pvc["spec"]["volumeAttributesClassName"],
+        &pvc["status"]["currentVolumeAttributesClassName"],
+        &pvc["status"]["modifyVolumeStatus"]["targetVolumeAttributesClassName"],
+    ]
+    .into_iter()
+    .filter_map(Value::as_str)
+    .filter(|n| !n.is_empty())
+    .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Whether a PersistentVolumeClaim (JSON) meets one requirement.
+pub fn claim_matches(req: &Requirement, pvc: &Value) -> bool {
+    if req.scope != "VolumeAttributesClass" {
+        return false;
+    }
+    let names = claim_attribute_classes(pvc);
+    let listed = |n: &str| req.values.iter().any(|v| v == n);
+    match req.operator.as_str() {
+        "Exists" => !names.is_empty(),
+        "DoesNotExist" => names.is_empty(),
+        "In" => names.iter().any(|n| listed(n)),
+        "NotIn" => names.is_empty() || names.iter().any(|n| !listed(n)),
+        _ => false,
+    }
+}
+
 /// Whether a quota (JSON) covers an object of `(group, plural)`: every object when it has no
-/// scopes, otherwise only pods meeting all its requirements.
+/// scopes, otherwise only pods and claims meeting all its requirements.
 pub fn covers(quota: &Value, group: &str, plural: &str, obj: &Value) -> bool {
     let reqs = requirements(quota);
     if reqs.is_empty() {
         return true;
     }
-    group.is_empty() && plural == "pods" && reqs.iter().all(|r| pod_matches(r, obj))
+    match (group, plural) {
+        ("", "pods") => reqs.iter().all(|r| pod_matches(r, obj)),
+        ("", "persistentvolumeclaims") => reqs.iter().all(|r| claim_matches(r, obj)),
+        _ => false,
+    }
+}
+
+/// Whether a quota (JSON) has scopes at all, and so counts only some pods or claims.
+pub fn is_scoped(quota: &Value) -> bool {
+    !requirements(quota).is_empty()
 }
 
 #[cfg(test)]
@@ -180,6 +230,62 @@ mod tests {
         let absent = sel("DoesNotExist", Value::Null);
         assert!(!covers(&absent, "", "pods", &high));
         assert!(!covers(&absent, "", "pods", &none));
+    }
+
+    #[test]
+    fn volume_attributes_class_selector() {
+        let sel = |op: &str, values: Value| {
+            json!({"spec": {"scopeSelector": {"matchExpressions": [
+                {"scopeName": "VolumeAttributesClass", "operator": op, "values": values}]}}})
+        };
+        let claim = |spec: Value, status: Value| json!({"spec": spec, "status": status});
+        let gold = claim(json!({"volumeAttributesClassName": "gold"}), json!({}));
+        let none = claim(json!({}), json!({}));
+        let empty = claim(json!({"volumeAttributesClassName": ""}), json!({}));
+        // Moving from silver to gold: both count.
+        let moving = claim(
+            json!({"volumeAttributesClassName": "gold"}),
+            json!({"currentVolumeAttributesClassName": "silver",
+                   "modifyVolumeStatus": {"targetVolumeAttributesClassName": "gold", "status": "InProgress"}}),
+        );
+        let pvc = "persistentvolumeclaims";
+        let in_gold = sel("In", json!(["gold"]));
+        assert!(covers(&in_gold, "", pvc, &gold));
+        assert!(covers(&in_gold, "", pvc, &moving));
+        assert!(!covers(&in_gold, "", pvc, &none));
+        let in_silver = sel("In", json!(["silver"]));
+        assert!(
+            covers(&in_silver, "", pvc, &moving),
+            "the current class counts"
+        );
+        assert!(!covers(&in_silver, "", pvc, &gold));
+        let not_in = sel("NotIn", json!(["gold"]));
+        assert!(!covers(&not_in, "", pvc, &gold));
+        assert!(covers(&not_in, "", pvc, &moving), "silver is not gold");
+        assert!(covers(&not_in, "", pvc, &none), "no class is not gold");
+        let exists = sel("Exists", Value::Null);
+        assert!(covers(&exists, "", pvc, &gold));
+        assert!(!covers(&exists, "", pvc, &none));
+        assert!(
+            !covers(&exists, "", pvc, &empty),
+            "an empty name is no class"
+        );
+        let absent = sel("DoesNotExist", Value::Null);
+        assert!(covers(&absent, "", pvc, &none));
+        assert!(!covers(&absent, "", pvc, &gold));
+        assert_eq!(claim_attribute_classes(&moving), ["gold", "silver"]);
+        // Each kind meets only its own scopes.
+        assert!(!covers(
+            &exists,
+            "",
+            "pods",
+            &pod(json!({"containers": []}))
+        ));
+        let priority = json!({"spec": {"scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "NotIn", "values": ["x"]}]}}});
+        assert!(!covers(&priority, "", pvc, &gold));
+        assert!(is_scoped(&priority));
+        assert!(!is_scoped(&json!({"spec": {"hard": {"pods": "1"}}})));
     }
 
     #[test]

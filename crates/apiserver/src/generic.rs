@@ -2,8 +2,10 @@
 //! upstream's `genericregistry.Store` does it. Per-resource behaviour comes from the
 //! registry's strategy; the order of hooks is fixed here, once:
 //! decode -> metadata -> prepare (create) or spec/status split (update) -> defaults ->
-//! mutating admission (create) -> validation -> admission (allocations) -> compare-and-swap
-//! write. DELETE lives in [`crate::delete`].
+//! mutating admission (create) -> validation -> validating admission (LimitRanger,
+//! ResourceQuota; on create and update) -> allocations -> compare-and-swap write (a failed
+//! write gives back what ResourceQuota admission charged). DELETE lives in
+//! [`crate::delete`].
 
 use std::sync::Arc;
 
@@ -232,11 +234,31 @@ impl ApiState {
         if let Some(ns) = &namespace {
             self.check_namespace(ns).await?;
         }
-        self.admit_limits(res, namespace.as_deref(), &obj).await?;
-        self.admit_quota(res, namespace.as_deref(), &obj, query, dry_run)
+        self.admit_limits(res, namespace.as_deref(), &obj, None, None)
             .await?;
+        let charges = self
+            .admit_quota(res, namespace.as_deref(), &obj, None, None, query, dry_run)
+            .await?;
+        let created = self
+            .store_new(res, namespace.as_deref(), obj, dry_run, warnings)
+            .await;
+        if created.is_err() {
+            self.refund_quota(charges).await;
+        }
+        created
+    }
+
+    /// The end of a create, after admission: allocations, then the store's create.
+    async fn store_new(
+        &self,
+        res: &Arc<ResourceInfo>,
+        namespace: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+        warnings: Vec<String>,
+    ) -> Result<Reply, ApiError> {
         let name = objects::name(&obj).to_string();
-        let key = res.key(namespace.as_deref(), &name);
+        let key = res.key(namespace, &name);
         if dry_run {
             let (existing, _) = self.store.get(&key).await.map_err(ApiError::internal)?;
             if existing.is_some() {
@@ -455,16 +477,25 @@ impl ApiState {
                 meta_mut(&mut new).insert("generation".into(), json!(generation));
             }
             validate(res, &new, Some(&current))?;
-            self.admit_update(res, &mut new, &current).await?;
+            self.admit_limits(res, ns, &new, Some(&current), subresource)
+                .await?;
+            let charges = self
+                .admit_quota(res, ns, &new, Some(&current), subresource, query, dry_run)
+                .await?;
+            if let Err(e) = self.admit_update(res, &mut new, &current).await {
+                self.refund_quota(charges).await;
+                return Err(e);
+            }
 
             let mut unchanged = current.clone();
             meta_mut(&mut unchanged).remove("resourceVersion");
-            if new == unchanged {
+            if new == unchanged || dry_run {
+                self.refund_quota(charges).await;
+                if dry_run {
+                    objects::set_resource_version(&mut new, rev);
+                    return Ok(Reply::ok(new));
+                }
                 return Ok(Reply::ok(current));
-            }
-            if dry_run {
-                objects::set_resource_version(&mut new, rev);
-                return Ok(Reply::ok(new));
             }
             // Removing the last finalizer of an object being deleted completes the deletion.
             let deleting = new["metadata"]
@@ -482,13 +513,27 @@ impl ApiState {
                     Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
                 }
             }
-            match self.store.update(&key, objects::encode(&new)?, rev).await {
+            let updated = match objects::encode(&new) {
+                Ok(bytes) => self.store.update(&key, bytes, rev).await,
+                Err(e) => {
+                    self.refund_quota(charges).await;
+                    return Err(e);
+                }
+            };
+            match updated {
                 Ok(kv) => {
                     objects::set_resource_version(&mut new, kv.mod_revision);
                     return Ok(Reply::ok(new));
                 }
-                Err(store::Error::Conflict { .. }) if precondition.is_none() => continue,
-                Err(e) => return Err(objects::store_error(e, res.group, res.plural, name)),
+                Err(e) => {
+                    // Charged for a write that did not happen: give it back (a retry charges
+                    // again against the object it then finds).
+                    self.refund_quota(charges).await;
+                    if matches!(e, store::Error::Conflict { .. }) && precondition.is_none() {
+                        continue;
+                    }
+                    return Err(objects::store_error(e, res.group, res.plural, name));
+                }
             }
         }
         Err(ApiError::conflict(

@@ -9,7 +9,8 @@
 //!   `PersistentVolumeClaim` `min` / `max`. Refused with 403 and upstream's messages
 //!   (`minimum cpu usage per Container is 100m, but request is 50m`, `maximum cpu usage per
 //!   Pod is 1, but limit is 1200m`, `maximum storage usage per PersistentVolumeClaim is 2Gi,
-//!   but request is 5Gi`; several in `[..., ...]`).
+//!   but request is 5Gi`; several in `[..., ...]`). The checks run on creates of both, and on
+//!   updates of claims (a resize past `max` is refused), as upstream's plugin does.
 
 use api::quota::{self, milli};
 use api::{ApiError, ResourceInfo};
@@ -243,6 +244,21 @@ pub fn claim_violations(pvc: &Value, ranges: &[Value]) -> Vec<String> {
     errs
 }
 
+/// Whether LimitRanger validates a write, as upstream's `SupportsAttributes`: pods and
+/// claims, never a subresource (`status`), and no pod update (a pod's resources cannot change
+/// outside `pods/resize`, which corten does not serve); a claim's update is validated as its
+/// create.
+pub fn validates(res: &ResourceInfo, update: bool, subresource: Option<&str>) -> bool {
+    if !res.group.is_empty() || subresource.is_some() {
+        return false;
+    }
+    match res.plural {
+        "pods" => !update,
+        "persistentvolumeclaims" => true,
+        _ => false,
+    }
+}
+
 impl ApiState {
     /// The LimitRanges of a namespace.
     async fn limit_ranges(&self, ns: &str) -> Result<Vec<Value>, ApiError> {
@@ -271,14 +287,20 @@ impl ApiState {
         Ok(())
     }
 
-    /// LimitRanger's validating half: refuses a new pod or PersistentVolumeClaim that breaks
-    /// a LimitRange.
+    /// LimitRanger's validating half: refuses a pod or PersistentVolumeClaim that breaks a
+    /// LimitRange — on create (`old` is `None`), and on an update of a claim (a resize), which
+    /// upstream validates too ([`validates`]).
     pub async fn admit_limits(
         &self,
         res: &ResourceInfo,
         ns: Option<&str>,
         pod: &Value,
+        old: Option<&Value>,
+        subresource: Option<&str>,
     ) -> Result<(), ApiError> {
+        if !validates(res, old.is_some(), subresource) {
+            return Ok(());
+        }
         let check: fn(&Value, &[Value]) -> Vec<String> = match (res.group, res.plural) {
             ("", "pods") => violations,
             ("", "persistentvolumeclaims") => claim_violations,
@@ -346,6 +368,19 @@ mod tests {
                 "maximum cpu usage per Container is 1.  No limit is specified",
             ]
         );
+    }
+
+    #[test]
+    fn which_writes_are_validated() {
+        let registry = api::registry::Registry::global();
+        let get = |plural| registry.get("", "v1", plural).expect("core resource");
+        let (pods, pvcs) = (get("pods"), get("persistentvolumeclaims"));
+        assert!(validates(pods, false, None));
+        assert!(!validates(pods, true, None), "pod resources cannot change");
+        assert!(validates(pvcs, false, None));
+        assert!(validates(pvcs, true, None), "a resize is checked");
+        assert!(!validates(pvcs, true, Some("status")));
+        assert!(!validates(get("configmaps"), false, None));
     }
 
     #[test]

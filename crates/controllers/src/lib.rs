@@ -26,6 +26,7 @@
 //! - [`resourcequota`]: the `status.hard` / `status.used` of ResourceQuotas.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers (replica bounds; no metrics source yet).
 //! - [`tainteviction`]: deletes pods from nodes with NoExecute taints they do not tolerate.
+//! - [`podgc`]: fails and removes terminating pods that were never scheduled.
 //!
 //! [`informers`] runs the one pod watch that the workload controllers share.
 //! [`leaderelection`] elects, through a Lease, the one server of several that runs them.
@@ -56,6 +57,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podautoscaler;
+pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod resources;
@@ -146,6 +148,11 @@ pub async fn run(client: Client, config: Config, mut shutdown: watch::Receiver<b
         &mut tasks,
         "disruption",
         disruption::run(client.clone(), pods.subscribe()),
+    );
+    spawn(
+        &mut tasks,
+        "podgc",
+        podgc::run(client.clone(), pods.subscribe()),
     );
     spawn(
         &mut tasks,

@@ -6,8 +6,8 @@
 //! A quota is recomputed when it changes, when a pod of its namespace changes, and every
 //! [`RESYNC`] (which gives back what deleted objects of other kinds used). Kinds are listed
 //! only when a tracked resource needs them; `count/` of kinds outside [`KINDS`] stays 0.
-//! A quota with scopes or a scope selector counts only the pods they select
-//! ([`api::quota_scope::covers`]).
+//! A quota with scopes or a scope selector counts only the pods and PersistentVolumeClaims
+//! they select ([`api::quota_scope::covers`]).
 
 use crate::informers::PodEvents;
 use std::collections::BTreeMap;
@@ -70,7 +70,15 @@ fn contributes(group: &str, plural: &str, name: &str) -> bool {
                 || name == "memory"
         }
         ("", "services") => name.starts_with("services."),
-        ("", "persistentvolumeclaims") => name == "requests.storage",
+        ("", "persistentvolumeclaims") => {
+            name == "requests.storage"
+                || name
+                    .split_once(quota::STORAGE_CLASS_SUFFIX)
+                    .is_some_and(|(class, what)| {
+                        !class.is_empty()
+                            && matches!(what, "requests.storage" | "persistentvolumeclaims")
+                    })
+        }
         _ => false,
     }
 }
@@ -115,9 +123,10 @@ async fn reconcile(cached: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
         .unwrap_or_default();
     let mut used = Usage::new();
     let quota_json = serde_json::to_value(cached.as_ref()).unwrap_or_default();
-    let scoped = !quota_scope::requirements(&quota_json).is_empty();
+    let scoped = quota_scope::is_scoped(&quota_json);
     for (group, version, kind, plural) in KINDS {
-        if !hard.keys().any(|k| contributes(group, plural, k)) || (scoped && plural != "pods") {
+        let scopable = matches!(plural, "pods" | "persistentvolumeclaims");
+        if !hard.keys().any(|k| contributes(group, plural, k)) || (scoped && !scopable) {
             continue;
         }
         let ar = ApiResource {
@@ -187,5 +196,20 @@ mod tests {
         assert!(!contributes("apps", "deployments", "deployments"));
         assert!(contributes("", "configmaps", "configmaps"));
         assert!(contributes("", "services", "services.nodeports"));
+        assert!(contributes(
+            "",
+            "persistentvolumeclaims",
+            "gold.storageclass.storage.k8s.io/requests.storage"
+        ));
+        assert!(contributes(
+            "",
+            "persistentvolumeclaims",
+            "gold.storageclass.storage.k8s.io/persistentvolumeclaims"
+        ));
+        assert!(!contributes(
+            "",
+            "persistentvolumeclaims",
+            "gold.storageclass.storage.k8s.io/limits.cpu"
+        ));
     }
 }

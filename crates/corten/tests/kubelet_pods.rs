@@ -503,7 +503,7 @@ fn graceful_termination_runs_pre_stop_then_sigterm() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: polite}}
+metadata: {{name: polite, finalizers: [{HOLD}]}}
 spec:
   terminationGracePeriodSeconds: 20
   containers:
@@ -517,7 +517,7 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: stubborn}}
+metadata: {{name: stubborn, finalizers: [{HOLD}]}}
 spec:
   terminationGracePeriodSeconds: 2
   containers:
@@ -534,20 +534,53 @@ spec:
             .unwrap_or_default()
             .contains("started")
     });
-    c.kubectl(&["delete", "pod", "polite", "--wait=true", "--timeout=60s"]);
+    // A finalizer keeps each pod after the agent is done, to show its last status: as
+    // upstream's kubelet, a deleted pod ends Succeeded if its containers exited 0, else Failed.
+    c.kubectl(&["delete", "pod", "polite", "--wait=false"]);
+    wait_for("polite's terminal status", 60, || {
+        jsonpath(&c, "polite", "{.status.phase}") == "Succeeded"
+    });
     let log = std::fs::read_to_string(host_dir.join("log")).unwrap();
     assert_eq!(
         log, "started\nprestop\nTERM\n",
         "preStop runs before SIGTERM"
     );
+    let code = "{.status.containerStatuses[0].state.terminated.exitCode}";
+    assert_eq!(jsonpath(&c, "polite", code), "0");
+    release(&c, "polite");
     // A container ignoring SIGTERM is killed when the grace period ends.
     let t = Instant::now();
-    c.kubectl(&["delete", "pod", "stubborn", "--wait=true", "--timeout=60s"]);
+    c.kubectl(&["delete", "pod", "stubborn", "--wait=false"]);
+    wait_for("stubborn's terminal status", 60, || {
+        jsonpath(&c, "stubborn", "{.status.phase}") == "Failed"
+    });
     let took = t.elapsed().as_secs_f64();
     assert!(
         (1.5..15.0).contains(&took),
         "killed after the 2 s grace period: {took}"
     );
+    assert_eq!(jsonpath(&c, "stubborn", code), "137", "SIGKILL");
+    let ready = "{.status.conditions[?(@.type==\"Ready\")].status}";
+    assert_eq!(jsonpath(&c, "stubborn", ready), "False");
+    release(&c, "stubborn");
+}
+
+/// The finalizer that keeps a deleted pod in the API until [`release`].
+const HOLD: &str = "corten.dev/test-hold";
+
+/// Removes [`HOLD`] from a deleted pod, and waits until it is gone.
+fn release(c: &Cluster, pod: &str) {
+    c.kubectl(&[
+        "patch",
+        "pod",
+        pod,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    wait_for(&format!("{pod} gone"), 30, || {
+        !c.try_kubectl(&["get", "pod", pod]).status.success()
+    });
 }
 
 #[test]

@@ -22,8 +22,9 @@ const SCOPES: &[&str] = &[
 ];
 
 /// Upstream's `IsResourceQuotaScopeValidForResource`: pod scopes track the pod count and pod
-/// compute resources (BestEffort only the count); names with a `/` (`count/...`, extended
-/// resources) are not standard quota names and pass.
+/// compute resources (BestEffort only the count), VolumeAttributesClass the claim count and
+/// `requests.storage`; names with a `/` (`count/...`, per StorageClass, extended resources)
+/// are not standard quota names and pass.
 fn scope_valid_for(scope: &str, resource: &str) -> bool {
     const COMPUTE: &[&str] = &[
         "cpu",
@@ -43,6 +44,9 @@ fn scope_valid_for(scope: &str, resource: &str) -> bool {
         | "NotBestEffort"
         | "PriorityClass"
         | "CrossNamespacePodAffinity" => resource == "pods" || COMPUTE.contains(&resource),
+        "VolumeAttributesClass" => {
+            matches!(resource, "persistentvolumeclaims" | "requests.storage")
+        }
         _ => true,
     }
 }
@@ -279,6 +283,42 @@ mod tests {
             [
                 "spec.scopeSelector.matchExpressions.values: Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector",
                 "spec.scopeSelector.matchExpressions.operator: Invalid value: \"In\": must be 'Exist' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity",
+            ]
+        );
+    }
+
+    #[test]
+    fn volume_attributes_class_scope_tracks_claims() {
+        let vac = |hard: serde_json::Value, op: &str| {
+            let values = if op == "In" || op == "NotIn" {
+                json!(["gold"])
+            } else {
+                serde_json::Value::Null
+            };
+            causes(json!({"hard": hard, "scopeSelector": {"matchExpressions": [
+                {"scopeName": "VolumeAttributesClass", "operator": op, "values": values}]}}))
+        };
+        for op in ["In", "NotIn", "Exists", "DoesNotExist"] {
+            assert!(
+                vac(
+                    json!({"persistentvolumeclaims": "2", "requests.storage": "5Gi",
+                    "count/persistentvolumeclaims": "2"}),
+                    op
+                )
+                .is_empty(),
+                "{op}"
+            );
+        }
+        assert_eq!(
+            vac(json!({"pods": "2"}), "In"),
+            [
+                "spec.scopeSelector.matchExpressions: Invalid value: \"object\": unsupported scope applied to resource"
+            ]
+        );
+        assert_eq!(
+            causes(json!({"hard": {"requests.cpu": "1"}, "scopes": ["VolumeAttributesClass"]})),
+            [
+                r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"VolumeAttributesClass"}: unsupported scope applied to resource"#
             ]
         );
     }

@@ -50,10 +50,15 @@ pub struct History {
     pub last: Option<Timestamp>,
 }
 
-/// Each index's history from the job's failed pods.
-pub fn histories(pods: &[Pod], policy: Option<&PodFailurePolicy>) -> BTreeMap<i32, History> {
+/// Each index's history from the job's failed pods (`only_failed`: see
+/// [`super::util::counts_failed`]).
+pub fn histories(
+    pods: &[Pod],
+    policy: Option<&PodFailurePolicy>,
+    only_failed: bool,
+) -> BTreeMap<i32, History> {
     let mut out: BTreeMap<i32, History> = BTreeMap::new();
-    for p in pods.iter().filter(|p| counts_failed(p)) {
+    for p in pods.iter().filter(|p| counts_failed(p, only_failed)) {
         let Some(i) = completion_index(p) else {
             continue;
         };
@@ -167,7 +172,7 @@ mod tests {
             pod(0, Some(1), 1, 30, false),
             pod(1, None, 1, 20, true),
         ];
-        let h = histories(&pods, Some(&policy));
+        let h = histories(&pods, Some(&policy), false);
         assert_eq!(
             h[&0],
             History {

@@ -22,6 +22,11 @@
 //!   per missing index, named `JOB-INDEX-xxxxx`), replacing failed pods after upstream's
 //!   back-off (10 s doubling per failure since the last success, at most 6 min), and deletes
 //!   every active pod of a suspended job (`Suspended` condition; resuming resets `startTime`);
+//! - replaces a terminating pod (being deleted, not yet Succeeded or Failed) at once with
+//!   `podReplacementPolicy: TerminatingOrFailed` (the default without a `podFailurePolicy`),
+//!   where it also counts as failed at once; with `Failed` it counts neither as failed nor
+//!   as replaced until its phase is Failed (its index stays taken), as upstream's
+//!   `onlyReplaceFailedPods`. `status.terminating` counts such pods either way;
 //! - completes the job when enough pods succeeded and none is active, or (Indexed) when its
 //!   `successPolicy` is met (reason `SuccessPolicy`; the other pods are deleted first):
 //!   `SuccessCriteriaMet`, then `Complete` with `completionTime`;
@@ -62,7 +67,8 @@ use crate::replicaset::{BURST_REPLICAS, slow_start};
 use util::{
     backoff, completion_index, count, counts_failed, ensure_condition, failures_since_success,
     format_indexes, has_condition, has_tracking_finalizer, indexes_to_create, is_terminating,
-    min_some, parse_indexes, past_backoff_on_failure, phase, pod_for, uncounted_of, want_active,
+    min_some, missing_pods, only_replaces_failed, parse_indexes, past_backoff_on_failure, phase,
+    pod_for, uncounted_of, want_active,
 };
 
 struct Ctx {
@@ -169,6 +175,7 @@ async fn sync(
     let policy = spec.pod_failure_policy.as_ref();
     let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
     let mut failed_idx = parse_indexes(st.failed_indexes.as_deref().unwrap_or(""));
+    let only_failed = only_replaces_failed(&spec);
 
     // Newly finished pods: counted (as uncounted uids) before their finalizers go.
     let mut to_finalize: Vec<&Pod> = Vec::new();
@@ -182,7 +189,7 @@ async fn sync(
                 unc_succ.insert(uid);
             }
             to_finalize.push(p);
-        } else if counts_failed(p) {
+        } else if counts_failed(p, only_failed) {
             let verdict = policy::verdict(policy, p);
             if let (Some(limit), Some(i)) = (per_index, valid_index)
                 && !completed.contains(&i)
@@ -231,7 +238,7 @@ async fn sync(
         let fail_job = policy.and_then(|_| {
             owned
                 .iter()
-                .filter(|p| counts_failed(p))
+                .filter(|p| counts_failed(p, only_failed))
                 .find_map(|p| policy::verdict(policy, p).fail_job)
         });
         let failed_indexes = count(failed_idx.len());
@@ -493,6 +500,13 @@ async fn manage(
         succeeded,
         have,
     );
+    // With podReplacementPolicy Failed, a terminating pod keeps its place (and its index)
+    // until it has failed.
+    let only_failed = only_replaces_failed(spec);
+    let terminating: Vec<&Pod> = owned
+        .iter()
+        .filter(|p| only_failed && is_terminating(p))
+        .collect();
     if have > want {
         sort_for_deletion(active);
         let surplus = usize::try_from(have - want).unwrap_or(0);
@@ -500,11 +514,13 @@ async fn manage(
         delete_pods(pods, &doomed, true).await?;
         return Ok(None);
     }
-    if have == want {
+    let missing = missing_pods(want, have, count(terminating.len()));
+    if missing == 0 {
         return Ok(None);
     }
     let per_index = spec.backoff_limit_per_index.filter(|_| indexed).is_some();
-    let histories = per_index.then(|| indexes::histories(owned, spec.pod_failure_policy.as_ref()));
+    let histories =
+        per_index.then(|| indexes::histories(owned, spec.pod_failure_policy.as_ref(), only_failed));
     let (failures, last) = failures_since_success(owned);
     if let Some(last) = last.filter(|_| !per_index) {
         let ready_at = last + SignedDuration::try_from(backoff(failures)).unwrap_or_default();
@@ -514,10 +530,14 @@ async fn manage(
             ));
         }
     }
-    let missing = usize::try_from((want - have).min(BURST_REPLICAS)).unwrap_or(0);
+    let missing = usize::try_from(missing.min(BURST_REPLICAS)).unwrap_or(0);
     let mut wait = None;
     let to_create: Vec<Pod> = if indexed {
-        let active_idx: BTreeSet<i32> = active.iter().filter_map(completion_index).collect();
+        let active_idx: BTreeSet<i32> = active
+            .iter()
+            .chain(terminating.iter().copied())
+            .filter_map(completion_index)
+            .collect();
         let mut chosen = Vec::new();
         let candidates = indexes_to_create(
             spec.completions.unwrap_or(0),

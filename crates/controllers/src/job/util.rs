@@ -37,6 +37,13 @@ pub fn want_active(completions: Option<i32>, parallelism: i32, succeeded: i32, a
     }
 }
 
+/// How many pods to create (upstream's `manageJob`: `wantActive - terminating - active`):
+/// those wanted beyond the active ones and, when only failed pods are replaced, beyond the
+/// terminating ones too (`terminating` is then their count, else 0).
+pub fn missing_pods(want: i32, active: i32, terminating: i32) -> i32 {
+    (want - active - terminating).max(0)
+}
+
 /// Parses `status.completedIndexes` (`"1,3-5,7"`); malformed parts are skipped.
 pub fn parse_indexes(s: &str) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
@@ -152,11 +159,19 @@ pub fn phase(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// Whether a pod counts as failed (upstream's `isPodFailed` with the default replacement
-/// policy): failed, or being deleted before it succeeded (orphans never reach Failed).
-pub fn counts_failed(pod: &Pod) -> bool {
+/// Whether the job replaces only failed pods (upstream's `onlyReplaceFailedPods`):
+/// `podReplacementPolicy: Failed`, which a `podFailurePolicy` implies. Its terminating pods
+/// are neither failed nor replaced until they reach phase Failed.
+pub fn only_replaces_failed(spec: &JobSpec) -> bool {
+    spec.pod_replacement_policy.as_deref() == Some("Failed") || spec.pod_failure_policy.is_some()
+}
+
+/// Whether a pod counts as failed (upstream's `isPodFailed`): in phase Failed; with the
+/// default replacement policy (`only_failed` false) also when it is being deleted before it
+/// succeeded (orphans never reach Failed).
+pub fn counts_failed(pod: &Pod, only_failed: bool) -> bool {
     phase(pod) == "Failed"
-        || (pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded")
+        || (!only_failed && pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded")
 }
 
 /// Whether a pod is being deleted but has not finished yet.
@@ -341,6 +356,48 @@ mod tests {
         assert_eq!(want_active(Some(5), 2, 7, 0), 0);
         assert_eq!(want_active(None, 3, 0, 1), 3);
         assert_eq!(want_active(None, 3, 1, 2), 2);
+    }
+
+    #[test]
+    fn terminating_pods_hold_their_place_only_when_replaced_on_failure() {
+        // Two wanted, one active, one terminating.
+        assert_eq!(
+            missing_pods(2, 1, 0),
+            1,
+            "TerminatingOrFailed: replaced at once"
+        );
+        assert_eq!(missing_pods(2, 1, 1), 0, "Failed: not until it failed");
+        assert_eq!(missing_pods(1, 0, 3), 0);
+        assert_eq!(missing_pods(3, 0, 1), 2);
+        let spec = |v: serde_json::Value| -> JobSpec { serde_json::from_value(v).unwrap() };
+        let template = json!({"spec": {"containers": []}});
+        assert!(only_replaces_failed(&spec(
+            json!({"template": template, "podReplacementPolicy": "Failed"})
+        )));
+        assert!(!only_replaces_failed(&spec(
+            json!({"template": template, "podReplacementPolicy": "TerminatingOrFailed"})
+        )));
+        assert!(only_replaces_failed(&spec(
+            json!({"template": template, "podFailurePolicy": {"rules": []}})
+        )));
+        let pod = |phase: &str, deleted: bool| -> Pod {
+            let mut v = json!({"metadata": {"name": "p"}, "status": {"phase": phase}});
+            if deleted {
+                v["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let terminating = pod("Running", true);
+        assert!(counts_failed(&terminating, false));
+        assert!(
+            !counts_failed(&terminating, true),
+            "not before phase Failed"
+        );
+        assert!(is_terminating(&terminating));
+        let failed = pod("Failed", true);
+        assert!(counts_failed(&failed, true) && counts_failed(&failed, false));
+        assert!(!is_terminating(&failed));
+        assert!(!counts_failed(&pod("Succeeded", true), false));
     }
 
     #[test]

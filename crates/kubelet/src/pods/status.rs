@@ -143,6 +143,9 @@ pub struct PodFacts<'a> {
     pub start_time: Time,
     /// Whether the sandbox is ready (PodReadyToStartContainers).
     pub sandbox_ready: bool,
+    /// Whether the pod was deleted and its containers stopped: its phase is then terminal
+    /// ([`deleted_phase`]).
+    pub deleted: bool,
 }
 
 fn terminated_ok(v: &ContainerView) -> bool {
@@ -208,6 +211,23 @@ pub fn phase(restart_policy: &str, init: &[ContainerView], app: &[ContainerView]
     "Pending"
 }
 
+/// The phase of a deleted pod whose containers were stopped, as upstream's kubelet gives it
+/// (`getPhase` of a terminal pod, then the status manager's `TerminatePod`, which turns
+/// Pending or Running into Failed): Succeeded when every init and app container exited 0,
+/// otherwise Failed — whatever the restart policy, as nothing restarts any more.
+pub fn deleted_phase(init: &[ContainerView], app: &[ContainerView]) -> &'static str {
+    let exited_ok = |v: &ContainerView| {
+        v.current
+            .as_ref()
+            .is_some_and(|c| is(c, cri::ContainerState::ContainerExited) && c.exit_code == 0)
+    };
+    if !app.is_empty() && init.iter().chain(app).all(exited_ok) {
+        "Succeeded"
+    } else {
+        "Failed"
+    }
+}
+
 /// The full status.
 pub fn pod_status(
     facts: &PodFacts<'_>,
@@ -220,7 +240,11 @@ pub fn pod_status(
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
-    let phase = phase(&restart_policy, init, app);
+    let phase = if facts.deleted {
+        deleted_phase(init, app)
+    } else {
+        phase(&restart_policy, init, app)
+    };
     let init_done = init.iter().all(terminated_ok);
     let old = pod.status.clone().unwrap_or_default();
     let old_conds = old.conditions.clone().unwrap_or_default();
@@ -401,6 +425,35 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn deleted_pods_end_failed_unless_everything_exited_zero() {
+        assert_eq!(deleted_phase(&[], &[exited("a", 143)]), "Failed");
+        assert_eq!(
+            deleted_phase(&[], &[exited("a", 0), exited("b", 137)]),
+            "Failed"
+        );
+        assert_eq!(deleted_phase(&[], &[exited("a", 0)]), "Succeeded");
+        assert_eq!(
+            deleted_phase(&[exited("i", 0)], &[exited("a", 0), exited("b", 0)]),
+            "Succeeded"
+        );
+        assert_eq!(
+            deleted_phase(&[exited("i", 1)], &[ContainerView::default()]),
+            "Failed",
+            "never got past its init containers"
+        );
+        assert_eq!(
+            deleted_phase(&[], &[ContainerView::default()]),
+            "Failed",
+            "never started"
+        );
+        assert_eq!(
+            deleted_phase(&[], &[running("a")]),
+            "Failed",
+            "still running: not stopped, so not a success"
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Stopping a pod: graceful termination (preStop, the stop signal, SIGKILL when the grace
-//! period ends), removal of its sandboxes, volumes and logs, and of the pod object.
+//! period ends), its terminal status (as upstream's kubelet: phase Failed unless every
+//! container exited 0, the containers' exit codes), removal of its sandboxes, volumes and
+//! logs, and of the pod object.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 
 use super::sandbox::LABEL_CONTAINER_NAME;
+use super::status::ContainerView;
 use super::worker::{Step, Worker};
 use super::{hooks, volumes};
 use crate::events::{Kind, container_path};
@@ -40,8 +43,10 @@ impl Worker {
                 .and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30)
             .max(0);
-        self.remove_everything(Duration::from_secs(grace as u64), Some(pod))
+        self.stop_containers(Duration::from_secs(grace as u64), Some(pod))
             .await;
+        self.write_terminal_status(pod).await;
+        self.remove_sandboxes_and_volumes().await;
         let api: Api<Pod> = Api::namespaced(
             self.shared.client.clone(),
             &pod.namespace().unwrap_or_default(),
@@ -67,8 +72,49 @@ impl Worker {
     /// Stops every container (preStop hooks, then the stop signal, SIGKILL after `grace`),
     /// removes the sandboxes, volumes and logs of the pod.
     pub(super) async fn remove_everything(&mut self, grace: Duration, pod: Option<&Pod>) {
+        self.stop_containers(grace, pod).await;
+        self.remove_sandboxes_and_volumes().await;
+    }
+
+    /// A deleted pod's last status, once its containers stopped (skipped when it had already
+    /// finished): the containers as the runtime last saw them, phase Succeeded or Failed.
+    async fn write_terminal_status(&mut self, pod: &Pod) {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return;
+        }
+        let by_name = self.containers_by_name().await.unwrap_or_default();
+        let views = |list: &[Container]| -> Vec<ContainerView> {
+            list.iter()
+                .map(|c| {
+                    let mut all = by_name
+                        .get(&c.name)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter();
+                    ContainerView {
+                        name: c.name.clone(),
+                        image: c.image.clone().unwrap_or_default(),
+                        current: all.next(),
+                        previous: all.next(),
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = views(spec.init_containers.as_deref().unwrap_or_default());
+        let app = views(&spec.containers);
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        self.waiting.clear();
+        self.write_status_of(pod, pod_ip, false, &init, &app, true)
+            .await;
+    }
+
+    /// Stops every container of the pod: preStop hooks, then the stop signal, SIGKILL after
+    /// `grace`.
+    async fn stop_containers(&mut self, grace: Duration, pod: Option<&Pod>) {
         self.probes.clear();
-        let mut rt = self.shared.cri.runtime.clone();
         let containers = self
             .shared
             .cri
@@ -124,6 +170,11 @@ impl Worker {
             });
         }
         while stops.join_next().await.is_some() {}
+    }
+
+    /// Removes the pod's sandboxes (and with them its containers), volumes and logs.
+    async fn remove_sandboxes_and_volumes(&mut self) {
+        let mut rt = self.shared.cri.runtime.clone();
         if let Ok(list) = self.shared.cri.pod_sandboxes(&self.uid).await {
             for s in list {
                 let _ = rt

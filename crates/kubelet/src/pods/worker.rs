@@ -4,7 +4,8 @@
 //! A sync: volumes, then the sandbox, then init containers in order, then the containers, each
 //! restarted per restartPolicy with exponential back-off (10 s doubling to 5 min, reset after
 //! 10 minutes of running); probes per running container. A pod being deleted is terminated
-//! gracefully (preStop, SIGTERM, grace period, SIGKILL) and then removed from the API.
+//! gracefully (preStop, SIGTERM, grace period, SIGKILL), gets its terminal status (Failed
+//! unless every container exited 0) and is then removed from the API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -506,7 +507,7 @@ impl Worker {
     }
 
     /// The pod's runtime containers by name, newest attempt first, with full status.
-    async fn containers_by_name(
+    pub(super) async fn containers_by_name(
         &self,
     ) -> anyhow::Result<HashMap<String, Vec<cri::ContainerStatus>>> {
         let mut rt = self.shared.cri.runtime.clone();
@@ -552,6 +553,20 @@ impl Worker {
         init: &[ContainerView],
         app: &[ContainerView],
     ) -> String {
+        self.write_status_of(pod, pod_ip, sandbox_ready, init, app, false)
+            .await
+    }
+
+    /// [`Worker::write_status`], for a deleted pod whose containers stopped when `deleted`.
+    pub(super) async fn write_status_of(
+        &mut self,
+        pod: &Pod,
+        pod_ip: Option<String>,
+        sandbox_ready: bool,
+        init: &[ContainerView],
+        app: &[ContainerView],
+        deleted: bool,
+    ) -> String {
         let spec = pod.spec.clone().unwrap_or_default();
         let default_views = |list: &[Container]| -> Vec<ContainerView> {
             list.iter()
@@ -577,6 +592,7 @@ impl Worker {
             host_ip: self.shared.node_ip.clone(),
             start_time: self.first_seen.clone(),
             sandbox_ready,
+            deleted,
         };
         let status = pod_status(&facts, &init, &app);
         let phase = status.phase.clone().unwrap_or_default();

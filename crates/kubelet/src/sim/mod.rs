@@ -7,8 +7,12 @@
 //! keeping those bound to its nodes:
 //! - a pod bound to a sim node gets a Running status (conditions True, a pod IP from the
 //!   node's range, container statuses running and ready) through `pods/status`;
-//! - a pod being deleted is removed for good (a delete with `gracePeriodSeconds=0`, as a
-//!   kubelet does once its containers are gone);
+//! - a pod being deleted has its containers stopped — at once, or after the seconds of the
+//!   annotation `corten.dev/sim-termination-seconds: "N"` (a process slow to exit, never longer
+//!   than the deletion's grace period) — then, as upstream's kubelet, gets a terminal status
+//!   through `pods/status` (every container terminated with exit code 143, for SIGTERM, or 137
+//!   when the grace period ran out: phase Failed) unless it had already finished, and is then
+//!   removed for good (a delete with `gracePeriodSeconds=0`);
 //! - a pod with `restartPolicy` Never or OnFailure and the annotation
 //!   `corten.dev/sim-exit-code: "N"` ends about 1 s after it started: Succeeded if N is 0,
 //!   Failed otherwise.
@@ -33,12 +37,14 @@ use tokio::sync::watch;
 
 mod podstatus;
 
-use podstatus::{exit_code, exited_status, running_status};
+use podstatus::{exit_code, exited_status, running_status, termination};
 
 /// The label every simulated node carries.
 pub const SIMULATED_LABEL: &str = "corten.dev/simulated";
 /// The annotation that makes a pod exit (value: the exit code) about 1 s after it started.
 pub const EXIT_CODE_ANNOTATION: &str = "corten.dev/sim-exit-code";
+/// The annotation that makes a deleted pod's containers take that many seconds to stop.
+pub const TERMINATION_SECONDS_ANNOTATION: &str = "corten.dev/sim-termination-seconds";
 /// The kubelet version simulated nodes report.
 pub const KUBELET_VERSION: &str = "v1.33.0-corten-sim";
 /// The namespace of node leases.
@@ -358,7 +364,19 @@ fn handle_pod(client: &Client, state: &Arc<Mutex<PodState>>, node: &SimNode, pod
     if pod.metadata.deletion_timestamp.is_some() {
         if st.deleting.insert(uid.clone()) {
             let name = pod.name_any();
+            let stop = termination(&pod);
             tokio::spawn(async move {
+                if let Some((after, code)) = stop {
+                    tokio::time::sleep(after).await;
+                    let status = exited_status(pod.status.clone().unwrap_or_default(), code);
+                    let patch = serde_json::json!({ "status": status });
+                    if let Err(e) = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        tracing::debug!(pod = %name, error = %e, "terminal pod status failed");
+                    }
+                }
                 let dp = DeleteParams {
                     grace_period_seconds: Some(0),
                     preconditions: Some(Preconditions {

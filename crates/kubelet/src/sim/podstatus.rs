@@ -1,5 +1,8 @@
-//! Pod statuses a simulated node reports: Running with ready containers, and Succeeded or
-//! Failed when a pod asks to exit (annotation [`EXIT_CODE_ANNOTATION`]).
+//! Pod statuses a simulated node reports: Running with ready containers, Succeeded or
+//! Failed when a pod asks to exit (annotation [`EXIT_CODE_ANNOTATION`]), and Failed once a
+//! deleted pod's containers stopped ([`termination`]).
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, HostIP, Pod,
@@ -8,7 +11,34 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::{EXIT_CODE_ANNOTATION, now};
+use super::{EXIT_CODE_ANNOTATION, TERMINATION_SECONDS_ANNOTATION, now};
+
+/// How a deleted pod's containers stop: after how long, and with which exit code (143 for
+/// SIGTERM; 137 when the grace period ran out and they were killed). `None` when the pod had
+/// already finished (it keeps its status).
+pub(super) fn termination(pod: &Pod) -> Option<(Duration, i32)> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(0)
+        .max(0);
+    let wanted = pod
+        .annotations()
+        .get(TERMINATION_SECONDS_ANNOTATION)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    let (secs, code) = if wanted >= grace && wanted > 0 {
+        (grace, 137)
+    } else {
+        (wanted, 143)
+    };
+    Some((Duration::from_secs(secs.unsigned_abs()), code))
+}
 
 pub(super) fn exit_code(pod: &Pod) -> Option<i32> {
     let policy = pod.spec.as_ref()?.restart_policy.as_deref()?;
@@ -159,6 +189,51 @@ mod tests {
             )]));
         }
         p
+    }
+
+    #[test]
+    fn deleted_pods_stop_within_their_grace_period() {
+        let deleted = |grace: i64, wait: Option<&str>, phase: &str| {
+            let mut p = pod("Always", None);
+            p.metadata.deletion_grace_period_seconds = Some(grace);
+            if let Some(w) = wait {
+                p.metadata.annotations = Some(BTreeMap::from([(
+                    TERMINATION_SECONDS_ANNOTATION.to_string(),
+                    w.to_string(),
+                )]));
+            }
+            p.status = Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            });
+            p
+        };
+        assert_eq!(
+            termination(&deleted(30, None, "Running")),
+            Some((Duration::ZERO, 143))
+        );
+        assert_eq!(
+            termination(&deleted(30, Some("5"), "Running")),
+            Some((Duration::from_secs(5), 143))
+        );
+        assert_eq!(
+            termination(&deleted(3, Some("5"), "Running")),
+            Some((Duration::from_secs(3), 137)),
+            "killed when the grace period ends"
+        );
+        assert_eq!(
+            termination(&deleted(0, Some("5"), "Pending")),
+            Some((Duration::ZERO, 137))
+        );
+        assert_eq!(termination(&deleted(30, Some("5"), "Succeeded")), None);
+        let running = running_status(&pod("Always", None), "10.99.0.1", "10.128.0.2");
+        let stopped = exited_status(running, 143);
+        assert_eq!(stopped.phase.as_deref(), Some("Failed"));
+        let state = stopped.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap();
+        assert_eq!(state.terminated.unwrap().exit_code, 143);
     }
 
     #[test]
