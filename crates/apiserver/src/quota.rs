@@ -203,12 +203,10 @@ impl ApiState {
         let Some(quotas) = self.registry.get("", "v1", "resourcequotas") else {
             return Ok(Charges::default());
         };
-        let range = store::RangeRequest {
-            prefix: format!("{}{ns}/", quotas.key_prefix()),
-            ..Default::default()
-        };
-        let list = self.store.range(range).await.map_err(ApiError::internal)?;
-        if list.kvs.is_empty() {
+        let quota_kvs = self
+            .range_few(format!("{}{ns}/", quotas.key_prefix()))
+            .await?;
+        if quota_kvs.is_empty() {
             return Ok(Charges::default());
         }
         // A status write (a claim's allocated size) is recorded, never refused.
@@ -216,7 +214,7 @@ impl ApiState {
         let usage = quota::usage(res.group, res.plural, obj);
         let old_usage = old.map(|o| quota::usage(res.group, res.plural, o));
         let mut planned = vec![];
-        for kv in &list.kvs {
+        for kv in &quota_kvs {
             let q = objects::decode(kv)?;
             if !quota_scope::covers(&q, res.group, res.plural, obj) {
                 continue;
