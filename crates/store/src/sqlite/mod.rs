@@ -3,15 +3,18 @@
 //! * SQLite in WAL mode with `synchronous=FULL`: a write returns only once it is durable.
 //! * Group commit: one writer thread owns the write connection, drains the queued writes and
 //!   commits them in one transaction (see the `writer` module).
-//! * Reads run on a small pool of read connections, each in its own read transaction, so
-//!   they never wait for the writer. A point read, or a range limited to at most
-//!   [`INLINE_RANGE`] keys, runs on the calling task (tens of microseconds: a trip through the blocking pool
-//!   cost more in thread wake-ups than the read itself); longer ranges run in blocking tasks.
+//! * Reads of the present (point reads, ranges at the latest revision) are answered from an
+//!   in-memory mirror of the `current` table that the writer updates after each commit
+//!   (the `latest` module).
+//! * Reads of the past run on a small pool of read connections, each in its own read
+//!   transaction, so they never wait for the writer; a range limited to at most
+//!   [`INLINE_RANGE`] keys runs on the calling task, longer ones in blocking tasks.
 //! * Schema: `log` (one row per revision), `current` (the latest value of every live key) and
 //!   `meta` (schema version, current and compacted revisions).
 //! * Watchers are fed in-process from a broadcast the writer publishes to after each commit.
 //! * Snapshots (`snapshot`, `restore`): `VACUUM INTO` copies, restored over an unused store.
 
+mod latest;
 mod query;
 mod schema;
 mod snapshot;
@@ -20,7 +23,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -46,6 +49,8 @@ pub(crate) struct Shared {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     read_slots: Semaphore,
+    /// The live keys, as the last commit left them.
+    latest: RwLock<latest::Latest>,
     current: AtomicI64,
     compacted: AtomicI64,
 }
@@ -95,6 +100,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The live keys, for reading.
+    pub(crate) fn latest(&self) -> RwLockReadGuard<'_, latest::Latest> {
+        self.latest.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live keys, for the writer to apply a commit.
+    pub(crate) fn latest_mut(&self) -> RwLockWriteGuard<'_, latest::Latest> {
+        self.latest.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The embedded SQLite datastore. Cheap to share behind an `Arc` (see [`crate::SharedStore`]).
@@ -130,12 +145,14 @@ impl SqliteStore {
             })?;
         }
         let (conn, meta) = schema::open_writer(path)?;
+        let latest = latest::Latest::load(&conn, meta.current).map_err(schema::backend)?;
         // Open one reader now so that a problem shows here rather than on the first read.
         let reader = schema::open_reader(path)?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             readers: Mutex::new(vec![reader]),
             read_slots: Semaphore::new(READERS),
+            latest: RwLock::new(latest),
             current: AtomicI64::new(meta.current),
             compacted: AtomicI64::new(meta.compacted),
         });
@@ -178,10 +195,33 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<(Option<KeyValue>, Revision)> {
-        self.shared.read_inline(|c| query::get(c, key)).await
+        let latest = self.shared.latest();
+        Ok((latest.get(key).cloned(), latest.revision()))
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        {
+            let latest = self.shared.latest();
+            let current = latest.revision();
+            match req.revision {
+                Some(r) if r > current => {
+                    return Err(Error::FutureRevision {
+                        requested: r,
+                        current,
+                    });
+                }
+                Some(r) if r < current => {} // the past: from the log, below
+                _ => {
+                    let (kvs, remaining) =
+                        latest.range(&req.prefix, req.after_key.as_deref(), req.limit);
+                    return Ok(RangeResponse {
+                        kvs,
+                        revision: current,
+                        remaining,
+                    });
+                }
+            }
+        }
         if req.limit.is_some_and(|n| n <= INLINE_RANGE) {
             return self.shared.read_inline(|c| query::range(c, &req)).await;
         }

@@ -85,17 +85,6 @@ fn kv_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
     })
 }
 
-/// The latest value of `key`, and the current revision.
-pub(crate) fn get(conn: &mut Connection, key: &str) -> Result<(Option<KeyValue>, Revision)> {
-    let tx = conn.transaction().map_err(backend)?;
-    let meta = read_meta(&tx).map_err(backend)?;
-    let kv = tx
-        .prepare_cached("SELECT key, create_rev, mod_rev, value FROM current WHERE key = ?1")
-        .and_then(|mut s| s.query_row(params![key], kv_from_row).optional())
-        .map_err(backend)?;
-    Ok((kv, meta.current))
-}
-
 /// The rows (key, create_rev, mod_rev, value) of the keys in `range` as of revision `:rev`.
 /// Keys not changed since `:rev` are read from `current`; for keys changed since, the newest
 /// log row at or below `:rev` (compaction keeps it, see the writer) unless it is a delete.

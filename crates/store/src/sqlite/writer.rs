@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::Shared;
+use super::latest::{Changes, Latest};
 use super::schema::backend;
 use crate::{Error, Event, EventKind, KeyValue, Result, Revision};
 
@@ -139,7 +140,15 @@ impl Writer {
         }
         let mut rev = self.rev;
         let mut results: Vec<Result<(KeyValue, Event)>> = Vec::with_capacity(batch.len());
+        let mut changes = Changes::new();
+        let shared = self.shared.clone();
         let outcome = (|| -> rusqlite::Result<()> {
+            // Only this thread changes `latest`: reading it for the whole batch is safe.
+            let latest = shared.latest();
+            let mut view = View {
+                latest: &latest,
+                changes: &mut changes,
+            };
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -151,7 +160,7 @@ impl Writer {
                         expected: None,
                     },
                 );
-                results.push(apply(&tx, op, &mut rev, self.compacted)?);
+                results.push(apply(&tx, &mut view, op, &mut rev, self.compacted)?);
             }
             if rev != self.rev {
                 tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'current_rev'")?
@@ -162,6 +171,7 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.rev = rev;
+                self.shared.latest_mut().apply(changes, rev);
                 self.shared.current.store(rev, Ordering::Release);
                 for (r, (_, reply)) in results.into_iter().zip(batch.drain(..)) {
                     let answer = r.map(|(kv, event)| {
@@ -290,17 +300,26 @@ fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(free > 0)
 }
 
-fn current(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<KeyValue>> {
-    tx.prepare_cached("SELECT create_rev, mod_rev, value FROM current WHERE key = ?1")?
-        .query_row(params![key], |r| {
-            Ok(KeyValue {
-                key: key.to_owned(),
-                create_revision: r.get(0)?,
-                mod_revision: r.get(1)?,
-                value: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-            })
-        })
-        .optional()
+/// What the batch being applied sees: the committed latest values with the batch's own
+/// changes over them.
+struct View<'a> {
+    latest: &'a Latest,
+    changes: &'a mut Changes,
+}
+
+impl View<'_> {
+    /// The live value of `key` as of the operations applied so far.
+    fn current(&self, key: &str) -> Option<KeyValue> {
+        match self.changes.get(key) {
+            Some(kv) => kv.clone(),
+            None => self.latest.get(key).cloned(),
+        }
+    }
+
+    /// Records the batch's new value of `key` (`None`: deleted).
+    fn set(&mut self, key: &str, kv: Option<KeyValue>) {
+        self.changes.insert(key.to_owned(), kv);
+    }
 }
 
 fn insert_log(
@@ -357,16 +376,14 @@ fn check(key: &str, cur: Option<KeyValue>, expected: Option<Revision>) -> Result
 /// (fails the batch), the inner one the operation's own answer.
 fn apply(
     tx: &Transaction<'_>,
+    view: &mut View<'_>,
     op: Op,
     rev: &mut Revision,
     compacted: Revision,
 ) -> rusqlite::Result<Result<(KeyValue, Event)>> {
     match op {
         Op::Create { key, value } => {
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM current WHERE key = ?1")?
-                .exists(params![key])?;
-            if exists {
+            if view.current(&key).is_some() {
                 return Ok(Err(Error::AlreadyExists(key)));
             }
             let r = *rev + 1;
@@ -382,6 +399,7 @@ fn apply(
                 create_revision: r,
                 mod_revision: r,
             };
+            view.set(&kv.key, Some(kv.clone()));
             let event = Event {
                 kind: EventKind::Put,
                 kv: kv.clone(),
@@ -394,7 +412,7 @@ fn apply(
             value,
             expected,
         } => {
-            let cur = match check(&key, current(tx, &key)?, Some(expected)) {
+            let cur = match check(&key, view.current(&key), Some(expected)) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
@@ -418,6 +436,7 @@ fn apply(
                 create_revision: cur.create_revision,
                 mod_revision: r,
             };
+            view.set(&kv.key, Some(kv.clone()));
             let event = Event {
                 kind: EventKind::Put,
                 kv: kv.clone(),
@@ -426,7 +445,7 @@ fn apply(
             Ok(Ok((kv, event)))
         }
         Op::Delete { key, expected } => {
-            let cur = match check(&key, current(tx, &key)?, expected) {
+            let cur = match check(&key, view.current(&key), expected) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
@@ -448,6 +467,7 @@ fn apply(
                 mod_revision: r,
                 ..cur.clone()
             };
+            view.set(&kv.key, None);
             let event = Event {
                 kind: EventKind::Delete,
                 kv: kv.clone(),
