@@ -2,6 +2,7 @@
 //!
 //! A tour, in request order:
 //! - [`serve`]: TLS (rustls) and HTTP/1.1 + HTTP/2 (hyper) in front of one axum handler;
+//!   [`loopback`]: the same handler in process, for the components of `corten server`;
 //! - [`handler`]: open endpoints, authentication ([`auth`]: client certificates, the admin
 //!   token), routing, body limits, errors as `Status`; [`request`] parses paths and query
 //!   options, [`body`] decodes bodies;
@@ -42,6 +43,7 @@ pub mod identity;
 pub mod instrumented;
 pub mod limitranger;
 pub mod list;
+pub mod loopback;
 pub mod masterleases;
 pub mod metrics;
 pub mod nodeauth;
@@ -111,8 +113,10 @@ pub fn primary_address() -> IpAddr {
 pub struct Running {
     /// The HTTPS URL on loopback, e.g. `https://127.0.0.1:6443`.
     pub url: String,
-    /// The admin kubeconfig (what in-process components connect with, as any client would).
+    /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The API in process, as the admin user: what in-process components are clients of.
+    pub loopback: loopback::Loopback,
     /// Finishes when the server has stopped serving.
     pub serving: tokio::task::JoinHandle<()>,
     /// Whether the datastore may be shared with other servers (etcd): then the compactor and
@@ -224,6 +228,7 @@ pub async fn start(
     let app = axum::Router::new()
         .fallback(handler::handle)
         .with_state(state);
+    let loopback = loopback::Loopback::new(app.clone(), &pki.admin_token)?;
     let tls = serve::tls_config(&pki.serving_cert_pem, &pki.serving_key_pem, &pki.ca_pem)?;
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), join_token = %config.data_dir.join("token").display(), "API server listening");
     let serving = tokio::spawn(async move {
@@ -233,6 +238,7 @@ pub async fn start(
     Ok(Running {
         url,
         kubeconfig,
+        loopback,
         serving,
         shared_datastore: config.etcd.is_some(),
         compactor,

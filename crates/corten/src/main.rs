@@ -398,7 +398,8 @@ fn server(args: ServerArgs) -> ExitCode {
 }
 
 /// The whole single-node control plane: the API server, then the components that are its
-/// clients (the controllers and scheduler through the admin kubeconfig, as any client would;
+/// clients (the controllers, scheduler, DNS, proxy and ingress through the API in process,
+/// `apiserver::loopback`, as the admin user;
 /// the node agent joins with the join token over HTTPS, as a remote agent does).
 async fn run_server(
     config: apiserver::Config,
@@ -416,7 +417,8 @@ async fn run_server(
         IpAddr::V6(a) => running.url.replacen("127.0.0.1", &format!("[{a}]"), 1),
         a => running.url.replacen("127.0.0.1", &a.to_string(), 1),
     };
-    let client = client_from(&running.kubeconfig).await?;
+    // In-process components are clients of the API in process (no TLS, no HTTP framing).
+    let client = kube::Client::new(running.loopback.clone(), "default");
     let mut tasks = tokio::task::JoinSet::new();
     // Controllers, scheduler and compactor: on the elected server only, when shared.
     let leading = leader::Leading {
