@@ -2,9 +2,11 @@
 //! conditions, container and init container statuses (state, lastState, restartCount, ready,
 //! started, image, imageID, containerID), pod and host IPs, start time.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -28,6 +30,22 @@ pub struct ContainerView {
     pub ready: bool,
     /// The startup verdict.
     pub started: bool,
+}
+
+impl ContainerView {
+    /// A spec container as the runtime shows it: the newest runtime container of its name
+    /// and the one before it (`by_name`: the pod's runtime containers by name, newest
+    /// first); no verdicts, not held back.
+    pub fn of(c: &Container, by_name: &HashMap<String, Vec<cri::ContainerStatus>>) -> Self {
+        let mut all = by_name.get(&c.name).into_iter().flatten().cloned();
+        ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            current: all.next(),
+            previous: all.next(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Nanoseconds since the epoch as an API time.

@@ -86,20 +86,7 @@ impl Worker {
         let by_name = self.containers_by_name().await.unwrap_or_default();
         let views = |list: &[Container]| -> Vec<ContainerView> {
             list.iter()
-                .map(|c| {
-                    let mut all = by_name
-                        .get(&c.name)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter();
-                    ContainerView {
-                        name: c.name.clone(),
-                        image: c.image.clone().unwrap_or_default(),
-                        current: all.next(),
-                        previous: all.next(),
-                        ..Default::default()
-                    }
-                })
+                .map(|c| ContainerView::of(c, &by_name))
                 .collect()
         };
         let spec = pod.spec.clone().unwrap_or_default();

@@ -260,13 +260,8 @@ impl Worker {
         let views = |list: &[Container]| -> Vec<ContainerView> {
             list.iter()
                 .map(|c| {
-                    let mut all = by_name
-                        .get(&c.name)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter();
-                    let current = all.next();
-                    let previous = all.next();
+                    let view = ContainerView::of(c, &by_name);
+                    let current = &view.current;
                     // Only this container's own verdicts count; before the first, see
                     // probes::initial (a probe means "not yet", never "ready").
                     let probes = self
@@ -277,20 +272,16 @@ impl Worker {
                     let running = current
                         .as_ref()
                         .is_some_and(|s| is(s, cri::ContainerState::ContainerRunning));
-                    let (ready, started) = match (&probes, &current) {
+                    let (ready, started) = match (&probes, current) {
                         (Some(p), _) => (p.ready, p.started),
                         (None, Some(s)) => probes::initial(pod, c, &s.id),
                         (None, None) => (false, false),
                     };
-                    let waiting = self.waiting.get(&c.name).cloned().filter(|_| !running);
                     ContainerView {
-                        name: c.name.clone(),
-                        image: c.image.clone().unwrap_or_default(),
                         ready: running && ready,
                         started: running && started,
-                        current,
-                        previous,
-                        waiting,
+                        waiting: self.waiting.get(&c.name).cloned().filter(|_| !running),
+                        ..view
                     }
                 })
                 .collect()
