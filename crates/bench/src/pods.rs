@@ -209,9 +209,9 @@ async fn measure(
     ]);
     report.tables.push(m);
     report.notes.push(format!(
-        "All at once: the target (p99 <= 1 s, set for one pod's startup) is out of reach on a 2-core \
-         machine whatever the agent does, since the raw CRI floor for {pods} sandboxes started together is \
-         already {} at p99 here; the ratio to the floor is what this row measures.",
+        "All at once: the target (p99 <= 1 s, set for one pod's startup) is out of reach on this \
+         machine whatever the agent does, since the raw CRI floor for {pods} sandboxes started together \
+         is already {} at p99 here; the ratio to the floor is what this row measures.",
         crate::stats::ms(fp.p99)
     ));
     report.notes.push(
