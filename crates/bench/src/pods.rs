@@ -9,7 +9,8 @@
 //!    the agent's RSS with the pods running;
 //! 3. the floor, in the same run and first (on a quiet containerd), on the same containerd: raw
 //!    CRI RunPodSandbox + CreateContainer + StartContainer (same image, same CNI network), one
-//!    at a time and all at once; corten's overhead is reported as a ratio to it.
+//!    at a time and all at once; corten's overhead is reported as a ratio to it. Both
+//!    all-at-once phases start [`SETTLE`] after the previous phase's sandboxes are gone.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +30,12 @@ use crate::server::{self, Proc};
 use crate::stats::{Summary, mb};
 
 const IMAGE: &str = "docker.io/library/busybox:1.35";
+/// The pause before each all-at-once phase, after the previous phase's sandboxes are removed:
+/// the kernel tears network namespaces down in the background, and 100 sandboxes started
+/// into that teardown took much longer (with 3 s here, the agent's phase came right after
+/// its 100 pods were deleted together and measured 1.4-1.8× a floor that had followed
+/// one-by-one removals; with 20 s, 1.1-1.2×). Both phases get the same pause.
+const SETTLE: Duration = Duration::from_secs(20);
 const NS: &str = "default";
 
 /// Runs the pod benchmark into `report`.
@@ -115,7 +122,7 @@ async fn measure(
         floor_serial.push(raw_cri_pod(&cri, logs.path(), &format!("floor-seq-{i}")).await?);
     }
     remove_raw_sandboxes(&cri).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(SETTLE).await;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..pods {
         let cri = cri.clone();
@@ -136,7 +143,7 @@ async fn measure(
     }
     let with_pods = server::memory(agent.pid())?;
     delete_all(client).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(SETTLE).await;
     crate::progress(&format!("startup latency: {pods} pods at once"));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..pods {
