@@ -49,9 +49,8 @@ pub(crate) struct Shared {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     read_slots: Semaphore,
-    /// The live keys, as the last commit left them.
+    /// The live keys, and the current revision, as the last commit left them.
     latest: RwLock<latest::Latest>,
-    current: AtomicI64,
     compacted: AtomicI64,
 }
 
@@ -153,7 +152,6 @@ impl SqliteStore {
             readers: Mutex::new(vec![reader]),
             read_slots: Semaphore::new(READERS),
             latest: RwLock::new(latest),
-            current: AtomicI64::new(meta.current),
             compacted: AtomicI64::new(meta.compacted),
         });
         let (events, _) = broadcast::channel(WATCH_BUFFER);
@@ -270,7 +268,7 @@ impl Store for SqliteStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.shared.current.load(Ordering::Acquire))
+        Ok(self.shared.latest().revision())
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {

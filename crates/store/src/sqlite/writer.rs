@@ -172,7 +172,6 @@ impl Writer {
             Ok(()) => {
                 self.rev = rev;
                 self.shared.latest_mut().apply(changes, rev);
-                self.shared.current.store(rev, Ordering::Release);
                 for (r, (_, reply)) in results.into_iter().zip(batch.drain(..)) {
                     let answer = r.map(|(kv, event)| {
                         // An error only means nobody is watching.
