@@ -74,25 +74,6 @@ fn subject(pem: &str) -> (String, Vec<String>) {
     (cn, o)
 }
 
-/// The server's log without terminal colour codes.
-fn without_ansi(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\x1b' {
-            // ESC [ ... final byte in @..~
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
 #[test]
 fn join_token_is_written_once_and_pins_the_ca() {
     let mut c = Cluster::start();
@@ -171,7 +152,7 @@ fn node_credentials_chain_to_the_ca_and_authenticate_kubectl() {
         "kubectl get nodes with the node certificate: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = without_ansi(&c.log());
+    let log = c.log();
     assert!(
         log.lines().any(|l| l.contains("user=system:node:node-1")
             && l.contains("system:nodes")
@@ -180,7 +161,7 @@ fn node_credentials_chain_to_the_ca_and_authenticate_kubectl() {
     );
     // The admin token still works and is the admin user.
     c.kubectl(&["get", "namespaces"]);
-    assert!(without_ansi(&c.log()).contains("user=admin"));
+    assert!(c.log().contains("user=admin"));
 }
 
 #[test]
