@@ -78,6 +78,8 @@ pub async fn run(
         "127.0.0.1",
         "--agent-port",
         &agent_port.to_string(),
+        // Measured as before `corten agent` ran the ingress controller (and off port 80).
+        "--disable-ingress",
     ])
     .env("CORTEN_LOG", "warn");
     let mut agent = Proc::spawn("corten agent", cmd, agent_dir.path().join("agent.log"))?;

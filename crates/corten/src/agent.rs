@@ -1,13 +1,14 @@
-//! `corten agent`: a node agent (with the node's service proxy and cluster DNS) that joins a
-//! cluster with its join token, through a local load balancer when given several servers.
+//! `corten agent`: a node agent (with the node's service proxy, NetworkPolicy controller,
+//! cluster DNS and ingress controller) that joins a cluster with its join token, through a
+//! local load balancer when given several servers.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::{
-    AGENT_PORT, CLUSTER_DNS, DnsArgs, default_node_ip, dns_config, host_name, init_logging,
-    runtime, shutdown_on_signal,
+    AGENT_PORT, CLUSTER_DNS, DnsArgs, IngressArgs, NodeIngress, default_node_ip, dns_config,
+    host_name, init_logging, runtime, shutdown_on_signal,
 };
 
 /// Arguments of `corten agent`.
@@ -54,6 +55,8 @@ pub struct AgentArgs {
     disable_network_policy: bool,
     #[command(flatten)]
     dns: DnsArgs,
+    #[command(flatten)]
+    ingress: IngressArgs,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "CORTEN_LOG", default_value = "info")]
     log: String,
@@ -120,6 +123,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
     let dns = dns_config(&args.dns, true);
     let proxy = (!args.disable_proxy).then(|| proxy::Config::new(&config.node_name));
     let netpol = (!args.disable_network_policy).then(|| netpol::Config::new(&config.node_name));
+    let ingress = NodeIngress::new(&args.ingress, &config.node_name);
     let result = runtime.block_on(async move {
         let shutdown = shutdown_on_signal();
         if let [only] = servers.as_slice() {
@@ -130,8 +134,8 @@ pub fn agent(args: AgentArgs) -> ExitCode {
             join.server = format!("https://{lb}");
         }
         let (creds, client) = kubelet::connect(&config, &join, shutdown.clone()).await?;
-        // The node's service proxy, NetworkPolicy controller and cluster DNS, as API clients
-        // with the node's identity.
+        // The node's service proxy, NetworkPolicy controller, cluster DNS and ingress
+        // controller, as API clients with the node's identity.
         let mut components = tokio::task::JoinSet::new();
         if let Some(proxy) = proxy {
             let (client, shutdown) = (client.clone(), shutdown.clone());
@@ -157,8 +161,10 @@ pub fn agent(args: AgentArgs) -> ExitCode {
                 }
             });
         }
+        components.spawn(ingress.run(client.clone(), shutdown.clone()));
         let result = kubelet::run_joined(config, creds, client, shutdown).await;
-        // Let them clean up (the proxy's and netpol's tables, the DNS interface).
+        // Let them clean up (the proxy's and netpol's tables, the DNS interface; the ingress
+        // controller's listeners close).
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(10), components.join_all()).await;
         result

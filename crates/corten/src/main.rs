@@ -94,6 +94,53 @@ struct DnsArgs {
     dns_upstream: Vec<std::net::SocketAddr>,
 }
 
+/// Ingress controller flags (shared by any command that runs a node).
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// Do not run the built-in ingress controller on this node (it runs with the node agent).
+    #[arg(long)]
+    disable_ingress: bool,
+    /// The port the ingress controller serves HTTP on, on every address (0: none).
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The port the ingress controller serves HTTPS on, on every address (0: none).
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+}
+
+/// What a node does about ingress: run the controller (which marks the Node as serving), or,
+/// disabled, remove a mark a previous run left on its Node.
+enum NodeIngress {
+    Serve(ingress::Config),
+    Unmark(String),
+}
+
+impl NodeIngress {
+    /// From the flags, for node `node_name`: the given ports on every address.
+    fn new(args: &IngressArgs, node_name: &str) -> Self {
+        if args.disable_ingress {
+            return NodeIngress::Unmark(node_name.to_string());
+        }
+        let mut config = ingress::Config::new(node_name);
+        let any = |port: u16| (port != 0).then(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+        config.http = any(args.ingress_http_port);
+        config.https = any(args.ingress_https_port);
+        NodeIngress::Serve(config)
+    }
+
+    /// Runs it with `client` (the controller until `shutdown`).
+    async fn run(self, client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
+        match self {
+            NodeIngress::Serve(config) => {
+                if let Err(e) = ingress::run(client, config, shutdown).await {
+                    tracing::error!("ingress controller: {e:#}");
+                }
+            }
+            NodeIngress::Unmark(node) => ingress::nodes::unmark(client, node).await,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -9,23 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::{
-    AGENT_PORT, CLUSTER_DNS, DnsArgs, datastore, default_node_ip, dns_config, host_name,
-    init_logging, leader, parse_duration, runtime, shutdown_on_signal,
+    AGENT_PORT, CLUSTER_DNS, DnsArgs, IngressArgs, NodeIngress, datastore, default_node_ip,
+    dns_config, host_name, init_logging, leader, parse_duration, runtime, shutdown_on_signal,
 };
-
-/// Ingress controller flags.
-#[derive(clap::Args)]
-pub struct IngressArgs {
-    /// Do not run the built-in ingress controller (it runs with the node agent).
-    #[arg(long)]
-    disable_ingress: bool,
-    /// The port the ingress controller serves HTTP on, on every address (0: none).
-    #[arg(long, default_value_t = 80)]
-    ingress_http_port: u16,
-    /// The port the ingress controller serves HTTPS on, on every address (0: none).
-    #[arg(long, default_value_t = 443)]
-    ingress_https_port: u16,
-}
 
 /// Arguments of `corten server`.
 #[derive(clap::Args)]
@@ -165,8 +151,7 @@ pub fn server(args: ServerArgs) -> ExitCode {
     let dns = dns_config(&args.dns, agent.is_some());
     let ingress = agent
         .as_ref()
-        .filter(|_| !args.ingress.disable_ingress)
-        .map(|agent| ingress_config(&args.ingress, agent.node_ip));
+        .map(|agent| NodeIngress::new(&args.ingress, &agent.node_name));
     let lb_pool = match args
         .lb_pool
         .as_deref()
@@ -282,13 +267,8 @@ async fn run_server(
             }
         });
     }
-    if let Some(config) = components.ingress {
-        let (client, shutdown) = (client.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = ingress::run(client, config, shutdown).await {
-                tracing::error!("ingress controller: {e:#}");
-            }
-        });
+    if let Some(ingress) = components.ingress {
+        tasks.spawn(ingress.run(client.clone(), shutdown.clone()));
     }
     if let Some(agent) = components.agent {
         let shutdown = shutdown.clone();
@@ -317,16 +297,6 @@ async fn run_server(
     Ok(())
 }
 
-/// The ingress controller on this node: the given ports on every address, the node's address
-/// in the Ingresses' status.
-fn ingress_config(args: &IngressArgs, node_ip: IpAddr) -> ingress::Config {
-    let mut config = ingress::Config::new(vec![node_ip]);
-    let any = |port: u16| (port != 0).then(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)));
-    config.http = any(args.ingress_http_port);
-    config.https = any(args.ingress_https_port);
-    config
-}
-
 /// Which API clients `corten server` runs beside the API server.
 struct Components {
     controller_manager: bool,
@@ -338,5 +308,6 @@ struct Components {
     network_policy: bool,
     agent: Option<kubelet::AgentConfig>,
     dns: Option<dns::Config>,
-    ingress: Option<ingress::Config>,
+    /// The ingress controller on the agent's node (or the removal of its mark).
+    ingress: Option<NodeIngress>,
 }

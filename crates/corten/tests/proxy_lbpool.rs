@@ -1,7 +1,7 @@
 //! LoadBalancer addresses from a pool (`corten server --lb-pool`): the built-in service load
 //! balancer gives each LoadBalancer Service one address of the pool, the node binds it on
-//! `corten-lb0`, and the service proxy answers on it; a deleted Service's address is unbound
-//! and handed out again.
+//! `corten-lb0` and announces it with gratuitous ARP, and the service proxy answers on it; a
+//! deleted Service's address is unbound and handed out again.
 
 mod common;
 
@@ -91,6 +91,16 @@ fn load_balancers_get_pool_addresses_bound_and_served() {
     wait_for("addresses bound", 15, || {
         let b = bound();
         b.contains(&format!("{one}/32")) && b.contains(&format!("{two}/32"))
+    });
+    // Each newly bound address is announced with gratuitous ARP (here on the default route's
+    // interface: the pool is on no subnet of this machine).
+    // (No pool address is a prefix of another: the log's fields may carry colour codes.)
+    wait_for("gratuitous ARP for both addresses", 10, || {
+        let log = c.log();
+        [&one, &two].iter().all(|a| {
+            log.lines()
+                .any(|l| l.contains("gratuitous ARP sent") && l.contains(a.as_str()))
+        })
     });
     wait_for("lb-one answers on its pool address", 15, || {
         get(&format!("http://{one}:8081/")) == "lb-one"

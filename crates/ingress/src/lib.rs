@@ -7,7 +7,10 @@
 //!
 //! - [`watch`]: kube-rs reflectors on Ingresses, IngressClasses, Services, EndpointSlices and
 //!   `kubernetes.io/tls` Secrets; every burst of changes rebuilds the routing table and the
-//!   certificate set and swaps them in, and fills in the Ingresses' `status.loadBalancer`;
+//!   certificate set and swaps them in, and fills in the Ingresses' `status.loadBalancer`
+//!   (the same on every node, see [`nodes`]);
+//! - [`nodes`]: this node's `ingress.corten.io/serving` mark, and the status addresses: the
+//!   Ready marked nodes' InternalIPs;
 //! - [`routes`]: the routing table (host and path rules → a backend's ready endpoints), pure;
 //! - [`tls`]: certificates by SNI from the Secrets, a self-signed default otherwise;
 //! - [`proxy`]: one request: route, forward with retries on connection failure, WebSocket
@@ -18,13 +21,14 @@
 //! Requests go straight to endpoint addresses (not through the Service's ClusterIP), so a pod
 //! that turns unready stops getting requests as soon as its EndpointSlice says so.
 
+pub mod nodes;
 pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod tls;
 pub mod watch;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -50,20 +54,21 @@ pub struct Config {
     pub https: Option<SocketAddr>,
     /// The IngressClass whose Ingresses are served.
     pub class: String,
-    /// The addresses written to the Ingresses' `status.loadBalancer.ingress` (the node's).
-    pub status_ips: Vec<IpAddr>,
+    /// This node's name: its Node is marked as serving ingress ([`nodes::SERVING_LABEL`]),
+    /// and the Ingresses' status lists the InternalIPs of the Ready marked nodes.
+    pub node_name: String,
     /// How long to wait after a watch event for more before rebuilding.
     pub debounce: Duration,
 }
 
 impl Config {
-    /// Ports 80 and 443 on every address, class [`CLASS`], status `status_ips`.
-    pub fn new(status_ips: Vec<IpAddr>) -> Self {
+    /// Ports 80 and 443 on every address, class [`CLASS`], on node `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
         Config {
             http: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
             https: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
             class: CLASS.into(),
-            status_ips,
+            node_name: node_name.into(),
             debounce: Duration::from_millis(10),
         }
     }

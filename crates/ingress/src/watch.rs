@@ -2,15 +2,17 @@
 //! IngressClasses, Services, EndpointSlices and `kubernetes.io/tls` Secrets; each burst of
 //! events (coalesced for [`Config::debounce`]) rebuilds both from the reflectors' stores and
 //! swaps them in. Nothing is served from a partial view: the first build waits for every
-//! initial list. Each build also brings the served Ingresses' `status.loadBalancer.ingress` to
-//! the node's addresses.
+//! initial list. A sixth reflector, on Nodes, feeds the status: after each burst (of either
+//! kind) the served Ingresses' `status.loadBalancer.ingress` is brought to
+//! [`crate::nodes::status_addresses`] where it differs; Node changes alone (heartbeats) do
+//! not rebuild the table. This node's mark is set by a task beside the watches.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressClassSpec};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -22,7 +24,7 @@ use tokio::sync::Notify;
 use crate::proxy::Shared;
 use crate::routes::{self, DEFAULT_CLASS_ANNOTATION};
 use crate::tls::Certs;
-use crate::{CONTROLLER, Config};
+use crate::{CONTROLLER, Config, nodes};
 
 /// Creates IngressClass `class` (controller [`CONTROLLER`], marked the default) unless it
 /// exists. Failures are logged: Ingresses that name the class are served regardless.
@@ -113,7 +115,9 @@ where
 /// The watches and the rebuild loop; runs until dropped.
 pub async fn run(client: Client, config: Config, shared: Shared, certs: Arc<RwLock<Arc<Certs>>>) {
     let pending = Arc::new(Pending::default());
+    let node_pending = Arc::new(Pending::default());
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(nodes::mark(client.clone(), config.node_name.clone()));
     let all = watcher::Config::default;
     let ingresses = reflect(
         Api::<Ingress>::all(client.clone()),
@@ -145,10 +149,20 @@ pub async fn run(client: Client, config: Config, shared: Shared, certs: Arc<RwLo
         &pending,
         &mut tasks,
     );
+    let node_store = reflect(
+        Api::<Node>::all(client.clone()),
+        all(),
+        &node_pending,
+        &mut tasks,
+    );
     const WATCHES: usize = 5;
     let mut first = true;
+    let mut table_stale = true;
     loop {
-        pending.notify.notified().await;
+        tokio::select! {
+            _ = pending.notify.notified() => table_stale = true,
+            _ = node_pending.notify.notified() => {}
+        }
         if pending.listed.load(Ordering::SeqCst) < WATCHES {
             continue;
         }
@@ -162,6 +176,17 @@ pub async fn run(client: Client, config: Config, shared: Shared, certs: Arc<RwLo
             .filter(|i| routes::is_ours(i, &config.class, is_default))
             .collect();
         routes::oldest_first(&mut ours);
+        if node_pending.listed.load(Ordering::SeqCst) > 0 {
+            let node_list = node_store.state();
+            let want = nodes::status_addresses(node_list.iter().map(|n| &**n));
+            for ingress in &ours {
+                update_status(&client, ingress, &want);
+            }
+        }
+        if !table_stale {
+            continue;
+        }
+        table_stale = false;
         let svc_list = services.state();
         let slice_list = slices.state();
         let table = routes::build(
@@ -194,9 +219,6 @@ pub async fn run(client: Client, config: Config, shared: Shared, certs: Arc<RwLo
         if let Ok(mut c) = certs.write() {
             *c = Arc::new(new_certs);
         }
-        for ingress in &ours {
-            update_status(&client, ingress, &config);
-        }
     }
 }
 
@@ -221,9 +243,10 @@ fn endpoint_addrs(slice: &EndpointSlice) -> Vec<std::net::SocketAddr> {
         .collect()
 }
 
-/// Sets `status.loadBalancer.ingress` to the node's addresses when it says otherwise.
-fn update_status(client: &Client, ingress: &Ingress, config: &Config) {
-    let want: Vec<String> = config.status_ips.iter().map(|ip| ip.to_string()).collect();
+/// Sets `status.loadBalancer.ingress` to `addresses` when it says otherwise (every
+/// controller writes the same value, so they never undo each other's writes).
+fn update_status(client: &Client, ingress: &Ingress, addresses: &[std::net::IpAddr]) {
+    let want: Vec<String> = addresses.iter().map(|ip| ip.to_string()).collect();
     let have: Vec<String> = ingress
         .status
         .as_ref()

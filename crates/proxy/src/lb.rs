@@ -2,7 +2,10 @@
 //! LoadBalancer Service's `status.loadBalancer.ingress` that is not a node's own address
 //! (so: one from `corten server --lb-pool`) is bound by exactly one node, on the dummy
 //! interface [`INTERFACE`]; the kernel then answers ARP for it on the node's links, and the
-//! service proxy (on every node) DNATs it like any LoadBalancer address. The node is chosen
+//! service proxy (on every node) DNATs it like any LoadBalancer address. A node that newly
+//! binds an address announces it with gratuitous ARP ([`crate::garp`], [`garp::ROUNDS`]
+//! rounds, stopping early if it gives the address up), so that neighbours that cached the
+//! previous holder's MAC switch at once. The node is chosen
 //! among the Ready nodes sorted by name: the one at index `address mod count`, so every
 //! node computes the same answer and a node that goes NotReady hands its addresses on.
 //! [`announced`] is the pure choice; [`run`] keeps the interface in step (watches on Services
@@ -21,6 +24,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::events::{Pending, follow};
+use crate::garp;
 
 /// The interface pool addresses are bound to.
 pub const INTERFACE: &str = "corten-lb0";
@@ -95,7 +99,11 @@ pub async fn run(client: Client, node_name: String, mut shutdown: watch::Receive
         )),
     ];
     let mut bound: Option<BTreeSet<Ipv4Addr>> = None;
+    // What is bound now, for the announcements in flight (they stop for an address given up).
+    let (bound_now, _) = watch::channel(BTreeSet::new());
+    let mut announcers = tokio::task::JoinSet::new();
     loop {
+        while announcers.try_join_next().is_some() {}
         tokio::select! {
             _ = pending.notify.notified() => {}
             _ = shutdown.wait_for(|s| *s) => break,
@@ -118,6 +126,13 @@ pub async fn run(client: Client, node_name: String, mut shutdown: watch::Receive
         match result {
             Ok(()) => {
                 tracing::info!(addresses = ?want, "load balancer addresses bound");
+                // After a failed attempt what is bound is unknown: everything is announced.
+                let before = bound.take().unwrap_or_default();
+                let new: Vec<Ipv4Addr> = want.difference(&before).copied().collect();
+                bound_now.send_replace(want.clone());
+                if !new.is_empty() {
+                    announcers.spawn(announce(new, bound_now.subscribe()));
+                }
                 bound = Some(want);
             }
             Err(e) => {
@@ -131,10 +146,53 @@ pub async fn run(client: Client, node_name: String, mut shutdown: watch::Receive
     for w in watches {
         w.abort();
     }
+    announcers.abort_all();
     if bound.is_some_and(|b| !b.is_empty())
         && let Err(e) = crate::iface::remove(INTERFACE)
     {
         tracing::warn!("removing {INTERFACE}: {e:#}");
+    }
+}
+
+/// Gratuitous ARP for newly bound `addrs`: [`garp::ROUNDS`] rounds, [`garp::INTERVAL`] apart,
+/// each for the addresses still bound.
+async fn announce(addrs: Vec<Ipv4Addr>, bound: watch::Receiver<BTreeSet<Ipv4Addr>>) {
+    for round in 0..garp::ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(garp::INTERVAL).await;
+        }
+        let still: Vec<Ipv4Addr> = {
+            let bound = bound.borrow();
+            addrs
+                .iter()
+                .copied()
+                .filter(|a| bound.contains(a))
+                .collect()
+        };
+        if still.is_empty() {
+            return;
+        }
+        let sent = tokio::task::spawn_blocking(move || {
+            still
+                .into_iter()
+                .map(|a| (a, garp::announce(a)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(sent) = sent else { return };
+        for (address, result) in sent {
+            match result {
+                Ok(interfaces) if round == 0 && interfaces.is_empty() => tracing::warn!(
+                    %address,
+                    "gratuitous ARP: no interface has a subnet or default route for the address"
+                ),
+                Ok(interfaces) if round == 0 => {
+                    tracing::info!(%address, ?interfaces, "gratuitous ARP sent")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%address, "gratuitous ARP: {e:#}"),
+            }
+        }
     }
 }
 

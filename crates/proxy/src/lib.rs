@@ -13,7 +13,8 @@
 //! - [`sync`]: applies transactions with `nft -j -f -` (the `nftables` crate);
 //! - [`nft`]: constructors for the `nftables` crate's schema types;
 //! - [`lb`]: binds the LoadBalancer pool addresses this node announces (`corten-lb0`, through
-//!   [`iface`], which also holds the cluster DNS address).
+//!   [`iface`], which also holds the cluster DNS address) and announces each newly bound one
+//!   with gratuitous ARP ([`garp`]).
 //!
 //! Bursts of watch events are coalesced ([`Config::min_sync_interval`]); each sync is one atomic
 //! transaction. The first sync replaces the table whole (stale rules from a crash go); the
@@ -22,6 +23,7 @@
 
 pub mod batch;
 pub mod events;
+pub mod garp;
 pub mod iface;
 pub mod lb;
 pub mod model;
