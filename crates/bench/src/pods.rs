@@ -78,8 +78,11 @@ pub async fn run(
         "127.0.0.1",
         "--agent-port",
         &agent_port.to_string(),
-        // Measured as before `corten agent` ran the ingress controller (and off port 80).
-        "--disable-ingress",
+        // The ingress controller runs, as by default, on free ports instead of 80 and 443.
+        "--ingress-http-port",
+        &server::free_port()?.to_string(),
+        "--ingress-https-port",
+        &server::free_port()?.to_string(),
     ])
     .env("CORTEN_LOG", "warn");
     let mut agent = Proc::spawn("corten agent", cmd, agent_dir.path().join("agent.log"))?;
