@@ -64,7 +64,7 @@ pub struct AgentArgs {
 
 /// A node agent joining a server with the join token.
 pub fn agent(args: AgentArgs) -> ExitCode {
-    init_logging(&args.log);
+    let _log = init_logging(&args.log);
     let token = match (&args.token_file, &args.token) {
         (Some(path), _) => match std::fs::read_to_string(path) {
             Ok(t) => t.trim().to_string(),

@@ -22,6 +22,7 @@ mod datastore;
 mod images;
 mod leader;
 mod server;
+mod logging;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
@@ -167,21 +168,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
-    // hickory-server logs every query at info: quiet unless asked for by name.
-    let filter = if filter.contains("hickory") {
-        filter.to_string()
-    } else {
-        format!("{filter},hickory_server=warn")
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        // Colours only for a terminal: a log file or journal gets plain lines.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+fn init_logging(filter: &str) -> logging::Flush {
+    logging::init(filter)
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -217,7 +205,7 @@ async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clien
 }
 
 fn sim_nodes(args: SimNodesArgs) -> ExitCode {
-    init_logging(&args.log);
+    let _log = init_logging(&args.log);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -298,7 +286,7 @@ fn host_name() -> String {
 
 /// Runs `fut` on a fresh runtime with logging; prints its error.
 fn block_on(log: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    init_logging(log);
+    let _log = init_logging(log);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };

@@ -93,7 +93,7 @@ pub struct ServerArgs {
 
 /// `corten server`: runs the API server and its in-process clients until a signal.
 pub fn server(args: ServerArgs) -> ExitCode {
-    init_logging(&args.log);
+    let _log = init_logging(&args.log);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
