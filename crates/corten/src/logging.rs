@@ -2,7 +2,8 @@
 //!
 //! The ingress logs one line per request (target `ingress::access`). Written one by one,
 //! each would be a `write` to stderr under stderr's lock, which the ingress's worker threads
-//! then contend for (futex waits and wakeups on every few requests). So those lines are
+//! then contend for (futex waits and wakeups on every few requests; a worker preempted while
+//! holding the lock stalls the other's requests, which showed in the ingress's p99). So those lines are
 //! appended to a buffer instead, and a flusher thread writes the buffer out [`INTERVAL`] after
 //! its first line (or the logging thread does, once it holds [`LIMIT`] bytes): every line is
 //! still written, in order, at most [`INTERVAL`] late, as with nginx's `access_log ...

@@ -21,8 +21,8 @@ mod agent;
 mod datastore;
 mod images;
 mod leader;
-mod server;
 mod logging;
+mod server;
 
 /// corten: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
