@@ -13,14 +13,18 @@
 //!   Ready marked nodes' InternalIPs;
 //! - [`routes`]: the routing table (host and path rules → a backend's ready endpoints), pure;
 //! - [`tls`]: certificates by SNI from the Secrets, a self-signed default otherwise;
-//! - [`proxy`]: one request: route, forward with retries on connection failure, WebSocket
+//! - [`proxy`]: one HTTP/2 request (through hyper): route, forward with retries on connection failure, WebSocket
 //!   upgrades, `X-Forwarded-*`, 404/502/503 with a clear body, an access-log line (target
 //!   `ingress::access`);
-//! - [`pool`]: keep-alive connections to the endpoints.
+//! - [`http1`]: the HTTP/1.x data path: one task per client connection parses, routes and
+//!   relays each exchange itself over pooled backend connections ([`http1::backends`]);
+//!   HTTP/2 connections are handed to hyper;
+//! - [`pool`]: keep-alive connections to the endpoints for the HTTP/2 path.
 //!
 //! Requests go straight to endpoint addresses (not through the Service's ClusterIP), so a pod
 //! that turns unready stops getting requests as soon as its EndpointSlice says so.
 
+pub mod http1;
 pub mod nodes;
 pub mod pool;
 pub mod proxy;
@@ -79,6 +83,7 @@ pub async fn run(client: Client, config: Config, shutdown: signal::Receiver<bool
     let shared = proxy::Shared {
         table: Arc::new(RwLock::new(Arc::new(routes::Table::default()))),
         pool: pool::Pool::default(),
+        backends: http1::backends::Backends::default(),
     };
     let resolver = Arc::new(tls::Resolver {
         certs: Arc::new(RwLock::new(Arc::new(tls::Certs::default()))),
@@ -148,8 +153,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     }
 }
 
-/// Accepts connections until shutdown; each is served (HTTP/1.1 with upgrades, or HTTP/2 by
-/// preface or ALPN) on its own task.
+/// Accepts connections until shutdown; each is served on its own task: HTTP/1.x by the fast
+/// path ([`http1`]), HTTP/2 (by preface, after ALPN or not) by hyper ([`serve_hyper`]).
 async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -174,9 +179,9 @@ async fn serve(
         let (shared, tls) = (shared.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, shared, info, peer).await,
+                None => http1::serve(stream, shared, info, peer).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_connection(stream, shared, info, peer).await,
+                    Ok(stream) => http1::serve(stream, shared, info, peer).await,
                     Err(e) => tracing::debug!(%peer, "ingress: TLS handshake failed: {e}"),
                 },
             }
@@ -184,8 +189,14 @@ async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, shared: proxy::Shared, info: proxy::Listener, peer: SocketAddr)
-where
+/// Serves a connection with hyper (HTTP/1.1 with upgrades, or HTTP/2): what the fast path
+/// ([`http1`]) hands over when a client speaks HTTP/2.
+pub(crate) async fn serve_hyper<I>(
+    io: I,
+    shared: proxy::Shared,
+    info: proxy::Listener,
+    peer: SocketAddr,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| proxy::handle(shared.clone(), info, peer, req));

@@ -30,8 +30,10 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Shared {
     /// The current routing table, replaced by the watch loop.
     pub table: Arc<RwLock<Arc<Table>>>,
-    /// Backend connections.
+    /// Backend connections of the HTTP/2 path.
     pub pool: Pool,
+    /// Backend connections of the HTTP/1 fast path.
+    pub backends: crate::http1::backends::Backends,
 }
 
 /// The listener a request came in on.
@@ -246,6 +248,20 @@ fn response(resp: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, body.boxed())
 }
 
+/// The hop-by-hop header fields (RFC 9110 §7.6.1 and the common non-standard ones), which a
+/// proxy does not pass on.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -258,18 +274,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
     }
 }
 
@@ -297,7 +303,7 @@ fn request_host(req: &Request<Incoming>) -> String {
 }
 
 /// `Example.COM:8080` → `example.com`; `[::1]:80` → `::1`.
-fn host_only(raw: &str) -> String {
+pub(crate) fn host_only(raw: &str) -> String {
     let host = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

@@ -213,6 +213,7 @@ pub async fn run(client: Client, config: Config, shared: Shared, certs: Arc<RwLo
         }
         let live: HashSet<_> = slice_list.iter().flat_map(|s| endpoint_addrs(s)).collect();
         shared.pool.retain(&live);
+        shared.backends.retain(&live);
         if let Ok(mut t) = shared.table.write() {
             *t = Arc::new(table);
         }

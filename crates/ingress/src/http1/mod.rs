@@ -1,0 +1,561 @@
+//! The ingress's HTTP/1.x fast path: one task per client connection reads each request,
+//! routes it, sends it over a pooled backend connection it holds for the exchange, and
+//! relays the response, with no other task in between (the way nginx's workers do it).
+//!
+//! Why not hyper's server and client, as the HTTP/2 path uses: there every request crossed
+//! tasks three times (the client connection's task, the request's future, the backend
+//! connection's task, a task that returns the connection to the pool), and on two cores each
+//! crossing could wake the other worker thread; the ingress spent ~1.2× nginx's CPU per
+//! request on it (docs/benchmarks.md, "Findings of 2026-12-07 evening"). Here a request costs
+//! the socket reads and writes and two head parses.
+//!
+//! A connection whose first bytes are HTTP/2's preface goes to hyper ([`crate::serve_hyper`]).
+//! Behaviour is the hyper path's: routing ([`crate::routes`]), a random ready endpoint first
+//! and the next ones when connecting fails (a pooled connection the backend closed
+//! meanwhile is replaced without counting as an attempt), `X-Forwarded-*`, WebSocket (any
+//! `Upgrade`) splicing, 404 / 502 / 503 with a plain body that says why, an access-log line.
+//! Heads are parsed and rewritten in [`head`], bodies delimited in [`body`].
+
+pub mod backends;
+pub mod body;
+pub mod head;
+mod prefixed;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::proxy::{ATTEMPTS, Listener, Shared};
+use body::{Chunked, Framing};
+use head::Request;
+
+pub use prefixed::Prefixed;
+
+/// Largest request or response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bytes read at a time.
+const READ_SIZE: usize = 16 * 1024;
+/// What an HTTP/2 connection starts with (enough of it to tell).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Serves the connection `client` (plain or TLS) from `peer` until either side closes it.
+pub async fn serve<C>(mut client: C, shared: Shared, listener: Listener, peer: SocketAddr)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut cbuf = BytesMut::with_capacity(READ_SIZE);
+    while cbuf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&cbuf) {
+        match client.read_buf(&mut cbuf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    if cbuf.starts_with(H2_PREFACE) {
+        let io = Prefixed::new(cbuf.freeze(), client);
+        return crate::serve_hyper(io, shared, listener, peer).await;
+    }
+    let mut conn = Conn {
+        client,
+        cbuf,
+        rbuf: BytesMut::with_capacity(READ_SIZE),
+        shared,
+        listener,
+        peer,
+    };
+    conn.run().await;
+}
+
+/// One client connection.
+struct Conn<C> {
+    client: C,
+    /// Bytes read from the client and not yet used (a pipelined request may wait here).
+    cbuf: BytesMut,
+    /// Bytes read from the current backend and not yet relayed.
+    rbuf: BytesMut,
+    shared: Shared,
+    listener: Listener,
+    peer: SocketAddr,
+}
+
+/// How an exchange ended.
+struct Outcome {
+    status: u16,
+    upstream: Upstream,
+    /// Whether the client connection takes another request.
+    keep: bool,
+    /// After a `101 Switching Protocols`: the backend connection to splice with the client.
+    splice: Option<TcpStream>,
+}
+
+/// Who answered, for the access log.
+enum Upstream {
+    Ingress,
+    Service(Arc<str>),
+    Endpoint(SocketAddr),
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Ingress => f.write_str("-"),
+            Upstream::Service(name) => f.write_str(name),
+            Upstream::Endpoint(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// Why no response head came from a backend.
+enum HeadError {
+    /// The connection closed (or was reset) before a single byte: a pooled connection the
+    /// backend had given up on; the request can go again on a new one.
+    Empty,
+    /// Anything else: the answer is 502.
+    Failed(String),
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
+    async fn run(&mut self) {
+        loop {
+            let req = match self.read_request().await {
+                Ok(Some(req)) => req,
+                Ok(None) => return,
+                Err(refusal) => {
+                    let reply = plain(refusal.status, &format!("{}\n", refusal.why), false, false);
+                    let _ = self.client.write_all(&reply).await;
+                    tracing::info!(target: "ingress::access", "{} \"-\" {} - 0.0ms", self.peer.ip(), refusal.status);
+                    let _ = self.client.shutdown().await;
+                    return;
+                }
+            };
+            let start = Instant::now();
+            let outcome = self.exchange(&req).await;
+            tracing::info!(
+                target: "ingress::access",
+                "{} \"{} {}{} {}\" {} {} {:.1}ms",
+                self.peer.ip(),
+                req.method,
+                req.host,
+                req.path(),
+                req.version(),
+                outcome.status,
+                outcome.upstream,
+                start.elapsed().as_secs_f64() * 1e3,
+            );
+            if let Some(backend) = outcome.splice {
+                self.splice(backend).await;
+                return;
+            }
+            if !outcome.keep {
+                let _ = self.client.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// The next request head: `Ok(None)` when the client closed the connection.
+    async fn read_request(&mut self) -> Result<Option<Request>, head::Refusal> {
+        loop {
+            if !self.cbuf.is_empty() {
+                if let Some(req) = head::request(&self.cbuf, self.peer, self.listener)? {
+                    self.cbuf.advance(req.len);
+                    return Ok(Some(req));
+                }
+                if self.cbuf.len() >= MAX_HEAD {
+                    return Err(head::Refusal {
+                        status: 431,
+                        why: "request head too large".into(),
+                    });
+                }
+            }
+            self.cbuf.reserve(READ_SIZE);
+            match self.client.read_buf(&mut self.cbuf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Routes `req` and answers it.
+    async fn exchange(&mut self, req: &Request) -> Outcome {
+        let table = self.shared.table.read().map(|t| t.clone()).ok();
+        let backend = table.as_ref().and_then(|t| t.route(&req.host, req.path()));
+        match backend.map(|b| (&b.name, &b.endpoints)) {
+            None => {
+                self.answer(req, 404, "default backend - 404\n", Upstream::Ingress)
+                    .await
+            }
+            Some((name, Err(why))) => {
+                let body = format!("503 Service Unavailable: {why}\n");
+                self.answer(req, 503, &body, Upstream::Service(name.as_str().into()))
+                    .await
+            }
+            Some((_, Ok(endpoints))) => self.forward(req, endpoints).await,
+        }
+    }
+
+    /// The ingress's own answer; the connection stays open unless a request body was left
+    /// unread.
+    async fn answer(&mut self, req: &Request, status: u16, body: &str, up: Upstream) -> Outcome {
+        let keep = req.keep_alive && !req.has_body();
+        let head_only = req.method.eq_ignore_ascii_case("HEAD");
+        let reply = plain(status, body, keep, head_only);
+        let keep = keep && self.client.write_all(&reply).await.is_ok();
+        Outcome {
+            status,
+            upstream: up,
+            keep,
+            splice: None,
+        }
+    }
+
+    /// Sends `req` to the endpoints, a random one first, and relays the response.
+    async fn forward(&mut self, req: &Request, endpoints: &[SocketAddr]) -> Outcome {
+        if endpoints.is_empty() {
+            let body = "503 Service Unavailable: no ready endpoints\n";
+            return self.answer(req, 503, body, Upstream::Ingress).await;
+        }
+        if req.expect_continue
+            && req.http11
+            && req.has_body()
+            && self
+                .client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return gone(Upstream::Ingress);
+        }
+        // A request whose body has arrived whole can be sent again; a longer one is
+        // streamed once.
+        let mut wire = req.outgoing.clone();
+        let whole = match req.body {
+            Framing::Length(n) if n <= self.cbuf.len() as u64 => {
+                wire.extend_from_slice(&self.cbuf[..n as usize]);
+                self.cbuf.advance(n as usize);
+                true
+            }
+            _ => false,
+        };
+        let first = rand::rng().random_range(0..endpoints.len());
+        let mut last_error = String::new();
+        for i in 0..endpoints.len().min(ATTEMPTS) {
+            let addr = endpoints[(first + i) % endpoints.len()];
+            // Upgrades get a connection of their own.
+            let mut fresh = req.upgrade.is_some();
+            loop {
+                let pooled = if fresh {
+                    None
+                } else {
+                    self.shared.backends.take(addr)
+                };
+                let reused = pooled.is_some();
+                let mut backend = match pooled {
+                    Some(b) => b,
+                    None => match backends::connect(addr).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::debug!(%addr, "ingress: connecting to the backend failed: {e}");
+                            last_error = format!("{addr}: {e}");
+                            break;
+                        }
+                    },
+                };
+                if let Err(e) = backend.write_all(&wire).await {
+                    if reused {
+                        fresh = true;
+                        continue;
+                    }
+                    return self.bad_gateway(req, addr, &e.to_string(), !whole).await;
+                }
+                if !whole && let Err(e) = self.stream_request_body(req.body, &mut backend).await {
+                    return self.bad_gateway(req, addr, &e, true).await;
+                }
+                match self.read_response_head(&mut backend, req).await {
+                    Ok(resp) => return self.relay(req, resp, backend, addr).await,
+                    Err(HeadError::Empty) if reused && whole => fresh = true,
+                    Err(HeadError::Empty) => {
+                        let why = "the backend closed the connection without answering";
+                        return self.bad_gateway(req, addr, why, !whole).await;
+                    }
+                    Err(HeadError::Failed(why)) => {
+                        return self.bad_gateway(req, addr, &why, !whole).await;
+                    }
+                }
+            }
+        }
+        let why = format!("502 Bad Gateway: no backend answered (last: {last_error})\n");
+        let mut out = self.answer(req, 502, &why, Upstream::Ingress).await;
+        out.keep &= whole;
+        out
+    }
+
+    async fn bad_gateway(
+        &mut self,
+        req: &Request,
+        addr: SocketAddr,
+        why: &str,
+        close: bool,
+    ) -> Outcome {
+        let body = format!("502 Bad Gateway: {addr}: {why}\n");
+        let mut out = self.answer(req, 502, &body, Upstream::Endpoint(addr)).await;
+        out.keep &= !close;
+        out
+    }
+
+    /// Copies a request body that had not fully arrived with its head to the backend.
+    async fn stream_request_body(
+        &mut self,
+        framing: Framing,
+        backend: &mut TcpStream,
+    ) -> Result<(), String> {
+        let mut chunked = Chunked::default();
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let n = match framing {
+                Framing::Chunked => chunked.scan(&self.cbuf, None)?,
+                _ => (self.cbuf.len() as u64).min(left) as usize,
+            };
+            backend
+                .write_all(&self.cbuf[..n])
+                .await
+                .map_err(|e| format!("sending the request body: {e}"))?;
+            self.cbuf.advance(n);
+            if framing == Framing::Chunked {
+                if chunked.done() {
+                    return Ok(());
+                }
+            } else {
+                left -= n as u64;
+                if left == 0 {
+                    return Ok(());
+                }
+            }
+            self.cbuf.reserve(READ_SIZE);
+            match self.client.read_buf(&mut self.cbuf).await {
+                Ok(0) => return Err("the client closed the connection mid-body".into()),
+                Err(e) => return Err(format!("reading the request body: {e}")),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads the backend's final response head, relaying interim (1xx) ones to the client.
+    async fn read_response_head(
+        &mut self,
+        backend: &mut TcpStream,
+        req: &Request,
+    ) -> Result<head::Response, HeadError> {
+        self.rbuf.clear();
+        loop {
+            if !self.rbuf.is_empty() {
+                match head::response(&self.rbuf, req) {
+                    Ok(Some(resp)) if resp.status < 200 && resp.status != 101 => {
+                        self.rbuf.advance(resp.len);
+                        if req.http11 {
+                            let mut interim = resp.outgoing;
+                            interim.extend_from_slice(b"\r\n");
+                            if let Err(e) = self.client.write_all(&interim).await {
+                                return Err(HeadError::Failed(format!("client: {e}")));
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(Some(resp)) => return Ok(resp),
+                    Ok(None) if self.rbuf.len() >= MAX_HEAD => {
+                        return Err(HeadError::Failed("response head too large".into()));
+                    }
+                    Ok(None) => {}
+                    Err(why) => return Err(HeadError::Failed(why)),
+                }
+            }
+            self.rbuf.reserve(READ_SIZE);
+            match backend.read_buf(&mut self.rbuf).await {
+                Ok(0) if self.rbuf.is_empty() => return Err(HeadError::Empty),
+                Ok(0) => {
+                    return Err(HeadError::Failed(
+                        "the backend closed the connection mid-head".into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e)
+                    if self.rbuf.is_empty()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        ) =>
+                {
+                    return Err(HeadError::Empty);
+                }
+                Err(e) => return Err(HeadError::Failed(e.to_string())),
+            }
+        }
+    }
+
+    /// Relays the response `resp` (head parsed, body to come from `backend`) to the client;
+    /// the backend connection goes back to the pool when its response was read to its end.
+    async fn relay(
+        &mut self,
+        req: &Request,
+        resp: head::Response,
+        mut backend: TcpStream,
+        addr: SocketAddr,
+    ) -> Outcome {
+        self.rbuf.advance(resp.len);
+        let mut out = resp.outgoing;
+        let upstream = Upstream::Endpoint(addr);
+        if resp.status == 101 {
+            if req.upgrade.is_none() {
+                return self.bad_gateway(req, addr, "unasked 101", true).await;
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&self.rbuf);
+            self.rbuf.clear();
+            let ok = self.client.write_all(&out).await.is_ok();
+            return Outcome {
+                status: 101,
+                upstream,
+                keep: false,
+                splice: ok.then_some(backend),
+            };
+        }
+        // An HTTP/1.0 client cannot take chunks: it gets the data, delimited by the close.
+        let decode = resp.body == Framing::Chunked && !req.http11;
+        let keep = req.keep_alive && resp.body != Framing::Close && !decode;
+        if resp.body == Framing::Chunked && !decode {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        if !keep {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if !req.http11 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let complete = self.relay_body(resp.body, decode, out, &mut backend).await;
+        if complete && resp.reusable && self.rbuf.is_empty() {
+            self.shared.backends.put(addr, backend);
+        }
+        Outcome {
+            status: resp.status,
+            upstream,
+            keep: keep && complete,
+            splice: None,
+        }
+    }
+
+    /// Writes `out` (the head) and the body to the client; whether all of it went through.
+    async fn relay_body(
+        &mut self,
+        framing: Framing,
+        decode: bool,
+        mut out: Vec<u8>,
+        backend: &mut TcpStream,
+    ) -> bool {
+        let mut chunked = Chunked::default();
+        let mut ranges = Vec::new();
+        let mut left = match framing {
+            Framing::None => 0,
+            Framing::Length(n) => n,
+            Framing::Chunked | Framing::Close => u64::MAX,
+        };
+        loop {
+            // Take what this body has of the bytes read so far.
+            let n = match framing {
+                Framing::Chunked => {
+                    ranges.clear();
+                    let n = match chunked.scan(&self.rbuf, decode.then_some(&mut ranges)) {
+                        Ok(n) => n,
+                        Err(why) => {
+                            tracing::debug!("ingress: bad chunked body from the backend: {why}");
+                            return false;
+                        }
+                    };
+                    if decode {
+                        for r in &ranges {
+                            out.extend_from_slice(&self.rbuf[r.clone()]);
+                        }
+                    } else {
+                        out.extend_from_slice(&self.rbuf[..n]);
+                    }
+                    n
+                }
+                _ => {
+                    let n = (self.rbuf.len() as u64).min(left) as usize;
+                    out.extend_from_slice(&self.rbuf[..n]);
+                    left -= n as u64;
+                    n
+                }
+            };
+            self.rbuf.advance(n);
+            if !out.is_empty() {
+                if self.client.write_all(&out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+            }
+            let done = match framing {
+                Framing::Chunked => chunked.done(),
+                _ => left == 0,
+            };
+            if done {
+                return true;
+            }
+            self.rbuf.reserve(READ_SIZE);
+            match backend.read_buf(&mut self.rbuf).await {
+                Ok(0) => return framing == Framing::Close,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Passes bytes both ways between the client and an upgraded backend connection.
+    async fn splice(&mut self, mut backend: TcpStream) {
+        if !self.cbuf.is_empty() {
+            if backend.write_all(&self.cbuf).await.is_err() {
+                return;
+            }
+            self.cbuf.clear();
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut self.client, &mut backend).await {
+            tracing::debug!(peer = %self.peer, "ingress: upgraded connection ended: {e}");
+        }
+    }
+}
+
+/// The outcome when the client went away.
+fn gone(upstream: Upstream) -> Outcome {
+    Outcome {
+        status: 499,
+        upstream,
+        keep: false,
+        splice: None,
+    }
+}
+
+/// A plain-text response of the ingress itself.
+fn plain(status: u16, body: &str, keep: bool, head_only: bool) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n{}\r\n",
+        body.len(),
+        if keep { "" } else { "Connection: close\r\n" },
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
