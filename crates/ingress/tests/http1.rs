@@ -517,3 +517,32 @@ async fn http2_prior_knowledge_goes_to_hyper() {
     let seen = String::from_utf8_lossy(&body);
     assert!(seen.starts_with("GET /over-h2\n"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_small_body_goes_out_with_its_head() {
+    // A backend that sends the head, then the body 100 ms later (as a file server's
+    // `writev` + `sendfile` can): the client still gets both in one write.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"later").await.unwrap();
+        let _ = s.read(&mut buf).await;
+    });
+    let addr = ingress(&[("", port)]).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    fill(&mut c, &mut first).await;
+    let first = String::from_utf8(first).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(first.ends_with("\r\n\r\nlater"), "one read: {first:?}");
+}

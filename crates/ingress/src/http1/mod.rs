@@ -39,6 +39,9 @@ pub use prefixed::Prefixed;
 
 /// Largest request or response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// Bodies up to this size (with a `Content-Length`) are read whole before they are passed
+/// on, so that head and body go out in one write.
+const COALESCE: usize = 64 * 1024;
 /// Bytes read at a time.
 const READ_SIZE: usize = 16 * 1024;
 /// What an HTTP/2 connection starts with (enough of it to tell).
@@ -231,8 +234,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         {
             return gone(Upstream::Ingress);
         }
-        // A request whose body has arrived whole can be sent again; a longer one is
-        // streamed once.
+        // A small body is waited for, to go out with the head in one segment.
+        if let Framing::Length(n) = req.body
+            && n <= COALESCE as u64
+        {
+            while (self.cbuf.len() as u64) < n {
+                self.cbuf.reserve(READ_SIZE);
+                match self.client.read_buf(&mut self.cbuf).await {
+                    Ok(0) | Err(_) => return gone(Upstream::Ingress),
+                    Ok(_) => {}
+                }
+            }
+        }
+        // A request whose body is here whole can be sent again; a longer one is streamed
+        // once.
         let mut wire = req.outgoing.clone();
         let whole = match req.body {
             Framing::Length(n) if n <= self.cbuf.len() as u64 => {
@@ -461,6 +476,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     ) -> bool {
         let mut chunked = Chunked::default();
         let mut ranges = Vec::new();
+        // A small body is read whole first, so that the client gets head and body in one
+        // segment (a backend's head and body often come in two), as nginx's
+        // `postpone_output` does: an extra segment costs the client a wakeup.
+        if let Framing::Length(n) = framing
+            && n <= COALESCE as u64
+        {
+            while (self.rbuf.len() as u64) < n {
+                self.rbuf.reserve(READ_SIZE);
+                match backend.read_buf(&mut self.rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
         let mut left = match framing {
             Framing::None => 0,
             Framing::Length(n) => n,
