@@ -39,7 +39,14 @@ cp target/images/{pause,busybox,nginx}.tar "$dir/agent/images/"
 nginx_pid=
 cleanup() {
   [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
-  [ -n "${corten_pid:-}" ] && kill -9 "$corten_pid" 2>/dev/null || true
+  # A clean stop first: the service proxy removes its nftables table on the way out.
+  if [ -n "${corten_pid:-}" ] && kill "$corten_pid" 2>/dev/null; then
+    for _ in $(seq 1 150); do  # until it exits (an exited child stays a zombie until waited)
+      grep -qs '^State:[[:space:]]*[^Z]' "/proc/$corten_pid/status" || break
+      sleep 0.1
+    done
+    kill -9 "$corten_pid" 2>/dev/null || true
+  fi
   "$bin" killall --data-dir "$dir" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
