@@ -84,6 +84,7 @@ pub async fn run(client: Client, config: Config, shutdown: signal::Receiver<bool
         table: Arc::new(RwLock::new(Arc::new(routes::Table::default()))),
         pool: pool::Pool::default(),
         backends: http1::backends::Backends::default(),
+        timeouts: http1::Timeouts::default(),
     };
     let resolver = Arc::new(tls::Resolver {
         certs: Arc::new(RwLock::new(Arc::new(tls::Certs::default()))),

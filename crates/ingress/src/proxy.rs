@@ -34,6 +34,8 @@ pub struct Shared {
     pub pool: Pool,
     /// Backend connections of the HTTP/1 fast path.
     pub backends: crate::http1::backends::Backends,
+    /// How long the HTTP/1 fast path waits on clients and backends.
+    pub timeouts: crate::http1::Timeouts,
 }
 
 /// The listener a request came in on.

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use ingress::http1::Timeouts;
 use ingress::proxy::{Listener, Shared};
 use ingress::{http1, routes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// Serves the ingress's fast path on a free port with one rule per `(host, backend port)`;
 /// returns its address.
 async fn ingress(routes_to: &[(&str, u16)]) -> SocketAddr {
+    ingress_with(routes_to, Timeouts::default()).await
+}
+
+/// [`ingress`] with its timeouts.
+async fn ingress_with(routes_to: &[(&str, u16)], timeouts: Timeouts) -> SocketAddr {
     let mut ingresses = Vec::new();
     let (mut services, mut slices) = (Vec::new(), Vec::new());
     for (i, (host, port)) in routes_to.iter().enumerate() {
@@ -62,6 +68,7 @@ async fn ingress(routes_to: &[(&str, u16)]) -> SocketAddr {
         table: Arc::new(RwLock::new(Arc::new(table))),
         pool: Default::default(),
         backends: Default::default(),
+        timeouts,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -110,6 +117,11 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             let frames = ["hello ", "chunked ", "world"]
                 .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))));
             StreamBody::new(futures::stream::iter(frames)).boxed()
+        }
+        "/nocontent" => {
+            let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+            *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
+            return Ok(resp);
         }
         "/echo" => {
             let data = req.into_body().collect().await.unwrap().to_bytes();
@@ -545,4 +557,107 @@ async fn a_small_body_goes_out_with_its_head() {
     let first = String::from_utf8(first).unwrap();
     assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
     assert!(first.ends_with("\r\n\r\nlater"), "one read: {first:?}");
+}
+
+#[tokio::test]
+async fn bodies_keep_their_framing_whatever_the_headers_say() {
+    let (port, _) = hyper_backend().await;
+    let addr = ingress(&[("", port)]).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // A Connection token naming Content-Length must not turn the body into a second request.
+    let inner = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
+    c.write_all(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n\
+             Content-Length: {}\r\n\r\n{inner}",
+            inner.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let got = read_response(&mut c, &mut buf, false).await;
+    assert_eq!((got.status, got.text().as_str()), (200, inner));
+    // Pipelined uploads, then a 204 and a HEAD: each answer where it belongs.
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nonePOST /echo HTTP/1.1\r\n\
+          Host: x\r\nContent-Length: 3\r\n\r\ntwoGET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, false).await.text(), "one");
+    assert_eq!(read_response(&mut c, &mut buf, false).await.text(), "two");
+    assert_eq!(read_response(&mut c, &mut buf, false).await.status, 204);
+    assert!(
+        read_response(&mut c, &mut buf, false)
+            .await
+            .text()
+            .starts_with("GET /after\n")
+    );
+    // An HTTP/1.0 client asking for keep-alive, with a body.
+    c.write_all(b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let got = read_response(&mut c, &mut buf, false).await;
+    assert_eq!(got.header("connection"), Some("keep-alive"));
+    assert_eq!(got.text(), "abc");
+    c.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_response(&mut c, &mut buf, false)
+            .await
+            .text()
+            .starts_with("GET /again\n")
+    );
+    // A malformed chunked upload is the client's fault: 400.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.write_all(b"2;\nxx\r\n0\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, false).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_backend_that_does_not_answer_gets_504() {
+    // Accepts, reads, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let timeouts = Timeouts {
+        client: Duration::from_secs(60),
+        backend: Duration::from_millis(300),
+    };
+    let addr = ingress_with(&[("", port)], timeouts).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_response(&mut c, &mut buf, false).await;
+    assert_eq!(got.status, 504, "{}", got.text());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // A client that sends half a head and stops is let go after the client timeout.
+    let timeouts = Timeouts {
+        client: Duration::from_millis(300),
+        backend: Duration::from_secs(60),
+    };
+    let addr = ingress_with(&[("", port)], timeouts).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    assert!(closed(&mut c).await);
 }

@@ -5,19 +5,25 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 128;
+/// How long a connection may sit idle before it is closed (nginx's upstream
+/// `keepalive_timeout`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a backend may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An endpoint's idle connections with when they went idle, oldest first.
+type IdleList = Vec<(Instant, TcpStream)>;
 
 /// Idle backend connections by endpoint address.
 #[derive(Clone, Default)]
 pub struct Backends {
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<TcpStream>>>>,
+    idle: Arc<Mutex<HashMap<SocketAddr, IdleList>>>,
 }
 
 impl Backends {
@@ -25,7 +31,8 @@ impl Backends {
     pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&addr)?;
-        while let Some(conn) = list.pop() {
+        expire(list);
+        while let Some((_, conn)) = list.pop() {
             // An idle connection has nothing to read: readable means closed (or garbage).
             // tokio answers from the readiness it already has, without a syscall.
             if let Err(e) = conn.try_read(&mut [0u8; 1])
@@ -41,8 +48,9 @@ impl Backends {
     pub fn put(&self, addr: SocketAddr, conn: TcpStream) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(addr).or_default();
+            expire(list);
             if list.len() < MAX_IDLE {
-                list.push(conn);
+                list.push((Instant::now(), conn));
             }
         }
     }
@@ -53,6 +61,15 @@ impl Backends {
             idle.retain(|addr, _| keep.contains(addr));
         }
     }
+}
+
+/// Drops the connections idle for longer than [`IDLE_TIMEOUT`] (the oldest come first).
+fn expire(list: &mut IdleList) {
+    let fresh = list
+        .iter()
+        .position(|(since, _)| since.elapsed() < IDLE_TIMEOUT)
+        .unwrap_or(list.len());
+    list.drain(..fresh);
 }
 
 /// A new connection to `addr` (no Nagle delay), within [`CONNECT_TIMEOUT`].

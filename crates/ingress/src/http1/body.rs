@@ -26,6 +26,8 @@ enum State {
     Size {
         digits: u8,
     },
+    /// After the size, in whitespace before an extension.
+    SizeSpace,
     /// In a chunk extension, up to the line's end.
     Extension,
     /// After the size line's CR.
@@ -37,6 +39,10 @@ enum State {
     DataLf,
     /// In the trailer section; `line` bytes of the current line so far.
     Trailer {
+        line: usize,
+    },
+    /// After a trailer line's CR.
+    TrailerLf {
         line: usize,
     },
     /// The body has ended.
@@ -106,14 +112,21 @@ impl Chunked {
                     }
                     None if digits == 0 => return Err("chunk size missing".into()),
                     None => match b {
-                        b';' | b' ' | b'\t' => self.state = State::Extension,
+                        b';' => self.state = State::Extension,
+                        b' ' | b'\t' => self.state = State::SizeSpace,
                         b'\r' => self.state = State::SizeLf,
-                        b'\n' => self.size_line_ended(),
                         _ => return Err(format!("bad byte {b:#04x} in a chunk size")),
                     },
                 },
+                State::SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = State::Extension,
+                    b'\r' => self.state = State::SizeLf,
+                    _ => return Err(format!("bad byte {b:#04x} after a chunk size")),
+                },
                 State::Extension => match b {
-                    b'\n' => self.size_line_ended(),
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' => return Err("chunk extension ends without CR".into()),
                     _ => {
                         self.line += 1;
                         if self.line > MAX_LINE {
@@ -127,20 +140,23 @@ impl Chunked {
                 },
                 State::DataCr => match b {
                     b'\r' => self.state = State::DataLf,
-                    b'\n' => self.next_chunk(),
                     _ => return Err("chunk data longer than its size".into()),
                 },
                 State::DataLf => match b {
                     b'\n' => self.next_chunk(),
                     _ => return Err("chunk data not followed by CRLF".into()),
                 },
-                State::Trailer { line } => match b {
+                State::TrailerLf { line } => match b {
                     b'\n' if line == 0 => {
                         self.state = State::Done;
                         return Ok(i + 1);
                     }
                     b'\n' => self.state = State::Trailer { line: 0 },
-                    b'\r' => {}
+                    _ => return Err("trailer line without LF".into()),
+                },
+                State::Trailer { line } => match b {
+                    b'\r' => self.state = State::TrailerLf { line },
+                    b'\n' => return Err("trailer line ends without CR".into()),
                     _ => {
                         self.line += 1;
                         if self.line > MAX_LINE {
@@ -232,6 +248,13 @@ mod tests {
             b"5\r\nhelloXY",
             b"5\rX",
             b"ffffffffffffffffff\r\n",
+            // Bare LFs and stray whitespace ("funky chunks"): CRLF only.
+            b"5\nhello\r\n",
+            b"2;\nxx\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 6\r\n",
+            b"0\r\nX-T: 1\n\r\n",
+            b"0\r\n\n",
         ] {
             assert!(
                 Chunked::default().scan(bad, None).is_err(),

@@ -121,6 +121,9 @@ pub fn request(
     if authority.is_none() {
         authority = facts.host.take();
     }
+    if authority.is_none() && http11 {
+        return Err(refuse(400, "an HTTP/1.1 request needs a Host header"));
+    }
     let authority = authority.unwrap_or_default();
     let body = match (facts.chunked, facts.content_length) {
         (true, Some(_)) => {
@@ -178,8 +181,12 @@ pub fn request(
         push_header(&mut out, "Connection", b"upgrade");
         push_header(&mut out, "Upgrade", proto.as_bytes());
     }
-    if body == Framing::Chunked {
-        push_header(&mut out, "Transfer-Encoding", b"chunked");
+    match body {
+        Framing::Chunked => push_header(&mut out, "Transfer-Encoding", b"chunked"),
+        Framing::Length(n) if facts.content_length.is_some() => {
+            push_header(&mut out, "Content-Length", n.to_string().as_bytes());
+        }
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
 
@@ -228,8 +235,7 @@ pub fn response(buf: &[u8], req: &Request) -> Result<Option<Response>, String> {
     for h in resp.headers.iter() {
         facts.note(h).map_err(|r| r.why)?;
     }
-    let no_body =
-        req.method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304;
+    let no_body = req.method == "HEAD" || status < 200 || status == 204 || status == 304;
     let body = if no_body {
         Framing::None
     } else if facts.chunked {
@@ -239,8 +245,10 @@ pub fn response(buf: &[u8], req: &Request) -> Result<Option<Response>, String> {
     } else {
         Framing::Close
     };
+    // Both lengths is a smuggling shape (RFC 9112 §6.3): relayed as chunked, then closed.
     let reusable = body != Framing::Close
         && status != 101
+        && !(facts.chunked && facts.content_length.is_some())
         && if resp.version == Some(1) {
             !facts.close
         } else {
@@ -251,10 +259,18 @@ pub fn response(buf: &[u8], req: &Request) -> Result<Option<Response>, String> {
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if is_hop_by_hop(h.name) || facts.named_by_connection(h.name) {
+        if is_hop_by_hop(h.name)
+            || facts.named_by_connection(h.name)
+            || h.name.eq_ignore_ascii_case("content-length")
+        {
             continue;
         }
         push_header(&mut out, h.name, h.value);
+    }
+    // The length as the backend gave it (a HEAD or 304 answer keeps the GET's), unless the
+    // body is chunked.
+    if let Some(n) = facts.content_length.filter(|_| !facts.chunked) {
+        push_header(&mut out, "Content-Length", n.to_string().as_bytes());
     }
     if status == 101
         && let Some(proto) = &facts.upgrade
@@ -346,6 +362,8 @@ impl Facts {
         Ok(())
     }
 
+    /// Whether `Connection` names `name` (so it goes). The framing headers are written from
+    /// the parsed framing, so naming them changes nothing.
     fn named_by_connection(&self, name: &str) -> bool {
         self.connection_names
             .iter()
@@ -357,11 +375,13 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Request headers not passed on as they came: hop-by-hop ones, and those the ingress sets.
+/// Request headers not passed on as they came: hop-by-hop ones, and those the ingress sets
+/// (the framing ones included, so that nothing can drop or double them).
 fn dropped_from_request(name: &str) -> bool {
     is_hop_by_hop(name)
         || [
             "host",
+            "content-length",
             "expect",
             "x-forwarded-for",
             "x-forwarded-host",
@@ -393,7 +413,16 @@ mod tests {
         "10.0.0.9:5555".parse().unwrap()
     }
 
+    /// Parses `raw`, given a Host header after the request line if it has none.
     fn parse(raw: &str) -> Result<Option<Request>, Refusal> {
+        let with_host;
+        let raw = if raw.to_ascii_lowercase().contains("\r\nhost:") || raw.contains("://") {
+            raw
+        } else {
+            let (line, rest) = raw.split_once("\r\n").unwrap_or((raw, ""));
+            with_host = format!("{line}\r\nHost: t\r\n{rest}");
+            &with_host
+        };
         request(raw.as_bytes(), client(), LISTENER)
     }
 
@@ -504,6 +533,21 @@ mod tests {
     }
 
     #[test]
+    fn framing_headers_cannot_be_dropped_or_doubled() {
+        // A Connection token naming Content-Length must not strip it (request smuggling).
+        let r = parse("POST / HTTP/1.1\r\nConnection: content-length\r\nContent-Length: 4\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.body, Framing::Length(4));
+        let out = text(&r.outgoing);
+        assert_eq!(out.matches("Content-Length: 4\r\n").count(), 1, "{out}");
+        // HTTP/1.1 needs a Host; HTTP/1.0 does not.
+        let refused = request(b"GET / HTTP/1.1\r\n\r\n", client(), LISTENER).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(request(b"GET / HTTP/1.0\r\n\r\n", client(), LISTENER).is_ok());
+    }
+
+    #[test]
     fn expect_continue_is_answered_here_not_forwarded() {
         let r = parse("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
@@ -582,6 +626,34 @@ mod tests {
                 .is_none()
         );
         assert!(response(b"SSH-2.0-OpenSSH\r\n\r\n", &get("GET")).is_err());
+    }
+
+    #[test]
+    fn response_lengths_are_kept_single_and_dropped_for_chunks() {
+        let resp =
+            |raw: &str, method: &str| response(raw.as_bytes(), &get(method)).unwrap().unwrap();
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+            "GET",
+        );
+        assert_eq!(
+            text(&r.outgoing),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+        );
+        // Both: relayed chunked, without the length, and the connection is not reused.
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        );
+        assert_eq!((r.body, r.reusable), (Framing::Chunked, false));
+        assert!(!text(&r.outgoing).contains("Content-Length"));
+        // A HEAD answer keeps the length of what GET would send.
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 615\r\n\r\n", "HEAD");
+        assert_eq!(r.body, Framing::None);
+        assert!(text(&r.outgoing).contains("Content-Length: 615\r\n"));
+        // Methods are case-sensitive: `head` is not HEAD.
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "head");
+        assert_eq!(r.body, Framing::Length(5));
     }
 
     #[test]

@@ -22,9 +22,11 @@ pub mod head;
 mod prefixed;
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use rand::Rng;
@@ -44,6 +46,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const COALESCE: usize = 64 * 1024;
 /// Bytes read at a time.
 const READ_SIZE: usize = 16 * 1024;
+/// How long a connection closed with request bytes unread keeps draining them.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much it drains at most.
+const LINGER_BYTES: usize = 1 << 20;
 /// What an HTTP/2 connection starts with (enough of it to tell).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -72,6 +78,39 @@ where
         peer,
     };
     conn.run().await;
+}
+
+/// How long the fast path waits on either side (nginx's defaults: `client_header_timeout`,
+/// `proxy_read_timeout`, `send_timeout`, 60 s each).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a client's next request head (an idle keep-alive connection included), each
+    /// read of a request body, each write to the client.
+    pub client: Duration,
+    /// For a backend's response head (then 504), each read of its body, each write to it.
+    pub backend: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client: Duration::from_secs(60),
+            backend: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `io` within `limit`, else a `TimedOut` error.
+async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(limit, io)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
+}
+
+/// Whether `bytes` (the newly read ones, with the 3 before) may end a message head: only
+/// then is the head parsed again, so a head sent a byte at a time is not parsed per byte.
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// One client connection.
@@ -118,6 +157,8 @@ enum HeadError {
     /// The connection closed (or was reset) before a single byte: a pooled connection the
     /// backend had given up on; the request can go again on a new one.
     Empty,
+    /// No answer within the backend timeout: the answer is 504.
+    TimedOut,
     /// Anything else: the answer is 502.
     Failed(String),
 }
@@ -130,9 +171,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 Ok(None) => return,
                 Err(refusal) => {
                     let reply = plain(refusal.status, &format!("{}\n", refusal.why), false, false);
-                    let _ = self.client.write_all(&reply).await;
+                    let _ = self.send(&reply).await;
                     tracing::info!(target: "ingress::access", "{} \"-\" {} - 0.0ms", self.peer.ip(), refusal.status);
-                    let _ = self.client.shutdown().await;
+                    self.close().await;
                     return;
                 }
             };
@@ -155,32 +196,70 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 return;
             }
             if !outcome.keep {
-                let _ = self.client.shutdown().await;
+                self.close().await;
                 return;
+            }
+        }
+    }
+
+    /// Writes `bytes` to the client within the client timeout.
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        within(self.shared.timeouts.client, self.client.write_all(bytes)).await
+    }
+
+    /// Reads more from the client into `cbuf` within the client timeout; `Ok(0)`: it closed.
+    async fn receive(&mut self) -> io::Result<usize> {
+        self.cbuf.reserve(READ_SIZE);
+        within(
+            self.shared.timeouts.client,
+            self.client.read_buf(&mut self.cbuf),
+        )
+        .await
+    }
+
+    /// Closes the connection: our side first, then what the client still sends (a request
+    /// body left unread) is drained for a while (nginx's lingering close), so that the
+    /// kernel does not answer it with a reset that could destroy the response in flight.
+    async fn close(&mut self) {
+        if within(self.shared.timeouts.client, self.client.shutdown())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            self.cbuf.clear();
+            self.cbuf.reserve(READ_SIZE);
+            match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.cbuf)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => return,
             }
         }
     }
 
     /// The next request head: `Ok(None)` when the client closed the connection.
     async fn read_request(&mut self) -> Result<Option<Request>, head::Refusal> {
+        let mut parse = !self.cbuf.is_empty();
         loop {
-            if !self.cbuf.is_empty() {
-                if let Some(req) = head::request(&self.cbuf, self.peer, self.listener)? {
-                    self.cbuf.advance(req.len);
-                    return Ok(Some(req));
-                }
-                if self.cbuf.len() >= MAX_HEAD {
-                    return Err(head::Refusal {
-                        status: 431,
-                        why: "request head too large".into(),
-                    });
-                }
+            if parse && let Some(req) = head::request(&self.cbuf, self.peer, self.listener)? {
+                self.cbuf.advance(req.len);
+                return Ok(Some(req));
             }
-            self.cbuf.reserve(READ_SIZE);
-            match self.client.read_buf(&mut self.cbuf).await {
+            if self.cbuf.len() >= MAX_HEAD {
+                return Err(head::Refusal {
+                    status: 431,
+                    why: "request head too large".into(),
+                });
+            }
+            let before = self.cbuf.len();
+            match self.receive().await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             }
+            // The first bytes are parsed at once (garbage is refused without waiting).
+            parse = before == 0 || ends_head(&self.cbuf[before.saturating_sub(3)..]);
         }
     }
 
@@ -206,9 +285,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     /// unread.
     async fn answer(&mut self, req: &Request, status: u16, body: &str, up: Upstream) -> Outcome {
         let keep = req.keep_alive && !req.has_body();
-        let head_only = req.method.eq_ignore_ascii_case("HEAD");
+        let head_only = req.method == "HEAD";
         let reply = plain(status, body, keep, head_only);
-        let keep = keep && self.client.write_all(&reply).await.is_ok();
+        let sent = self.send(&reply).await.is_ok();
+        let keep = keep && sent;
         Outcome {
             status,
             upstream: up,
@@ -226,11 +306,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         if req.expect_continue
             && req.http11
             && req.has_body()
-            && self
-                .client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
+            && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
         {
             return gone(Upstream::Ingress);
         }
@@ -239,8 +315,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             && n <= COALESCE as u64
         {
             while (self.cbuf.len() as u64) < n {
-                self.cbuf.reserve(READ_SIZE);
-                match self.client.read_buf(&mut self.cbuf).await {
+                match self.receive().await {
                     Ok(0) | Err(_) => return gone(Upstream::Ingress),
                     Ok(_) => {}
                 }
@@ -261,8 +336,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         let mut last_error = String::new();
         for i in 0..endpoints.len().min(ATTEMPTS) {
             let addr = endpoints[(first + i) % endpoints.len()];
-            // Upgrades get a connection of their own.
-            let mut fresh = req.upgrade.is_some();
+            // Upgrades get a connection of their own; so does a streamed body, which could not
+            // go again if a pooled connection turned out closed.
+            let mut fresh = req.upgrade.is_some() || !whole;
             loop {
                 let pooled = if fresh {
                     None
@@ -281,22 +357,45 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                         }
                     },
                 };
-                if let Err(e) = backend.write_all(&wire).await {
+                let limit = self.shared.timeouts.backend;
+                if let Err(e) = within(limit, backend.write_all(&wire)).await {
                     if reused {
                         fresh = true;
                         continue;
                     }
                     return self.bad_gateway(req, addr, &e.to_string(), !whole).await;
                 }
-                if !whole && let Err(e) = self.stream_request_body(req.body, &mut backend).await {
-                    return self.bad_gateway(req, addr, &e, true).await;
+                if !whole {
+                    match self.stream_request_body(req.body, &mut backend).await {
+                        Ok(()) => {}
+                        Err(BodyError::Client(why)) => {
+                            let body = format!("400 Bad Request: {why}\n");
+                            let mut out = self.answer(req, 400, &body, Upstream::Ingress).await;
+                            out.keep = false;
+                            return out;
+                        }
+                        Err(BodyError::Backend(why)) => {
+                            return self.bad_gateway(req, addr, &why, true).await;
+                        }
+                    }
                 }
                 match self.read_response_head(&mut backend, req).await {
                     Ok(resp) => return self.relay(req, resp, backend, addr).await,
-                    Err(HeadError::Empty) if reused && whole => fresh = true,
+                    // The backend had closed the idle connection; what it may have read of the
+                    // request it dropped unanswered. Only idempotent requests go again
+                    // (RFC 9110 §9.2.2), as nginx does.
+                    Err(HeadError::Empty) if reused && whole && idempotent(&req.method) => {
+                        fresh = true;
+                    }
                     Err(HeadError::Empty) => {
                         let why = "the backend closed the connection without answering";
                         return self.bad_gateway(req, addr, why, !whole).await;
+                    }
+                    Err(HeadError::TimedOut) => {
+                        let body = format!("504 Gateway Timeout: {addr} did not answer in time\n");
+                        let mut out = self.answer(req, 504, &body, Upstream::Endpoint(addr)).await;
+                        out.keep &= whole;
+                        return out;
                     }
                     Err(HeadError::Failed(why)) => {
                         return self.bad_gateway(req, addr, &why, !whole).await;
@@ -328,7 +427,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         &mut self,
         framing: Framing,
         backend: &mut TcpStream,
-    ) -> Result<(), String> {
+    ) -> Result<(), BodyError> {
         let mut chunked = Chunked::default();
         let mut left = match framing {
             Framing::Length(n) => n,
@@ -336,13 +435,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         };
         loop {
             let n = match framing {
-                Framing::Chunked => chunked.scan(&self.cbuf, None)?,
+                Framing::Chunked => chunked.scan(&self.cbuf, None).map_err(BodyError::Client)?,
                 _ => (self.cbuf.len() as u64).min(left) as usize,
             };
-            backend
-                .write_all(&self.cbuf[..n])
-                .await
-                .map_err(|e| format!("sending the request body: {e}"))?;
+            within(
+                self.shared.timeouts.backend,
+                backend.write_all(&self.cbuf[..n]),
+            )
+            .await
+            .map_err(|e| BodyError::Backend(format!("sending the request body: {e}")))?;
             self.cbuf.advance(n);
             if framing == Framing::Chunked {
                 if chunked.done() {
@@ -354,10 +455,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                     return Ok(());
                 }
             }
-            self.cbuf.reserve(READ_SIZE);
-            match self.client.read_buf(&mut self.cbuf).await {
-                Ok(0) => return Err("the client closed the connection mid-body".into()),
-                Err(e) => return Err(format!("reading the request body: {e}")),
+            match self.receive().await {
+                Ok(0) => {
+                    return Err(BodyError::Client(
+                        "the client closed the connection mid-body".into(),
+                    ));
+                }
+                Err(e) => return Err(BodyError::Client(format!("reading the request body: {e}"))),
                 Ok(_) => {}
             }
         }
@@ -370,18 +474,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         req: &Request,
     ) -> Result<head::Response, HeadError> {
         self.rbuf.clear();
+        let mut interim_seen = false;
+        let mut parse = false;
         loop {
-            if !self.rbuf.is_empty() {
+            if parse {
                 match head::response(&self.rbuf, req) {
                     Ok(Some(resp)) if resp.status < 200 && resp.status != 101 => {
                         self.rbuf.advance(resp.len);
+                        interim_seen = true;
                         if req.http11 {
                             let mut interim = resp.outgoing;
                             interim.extend_from_slice(b"\r\n");
-                            if let Err(e) = self.client.write_all(&interim).await {
+                            if let Err(e) = self.send(&interim).await {
                                 return Err(HeadError::Failed(format!("client: {e}")));
                             }
                         }
+                        parse = !self.rbuf.is_empty();
                         continue;
                     }
                     Ok(Some(resp)) => return Ok(resp),
@@ -392,17 +500,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                     Err(why) => return Err(HeadError::Failed(why)),
                 }
             }
+            let before = self.rbuf.len();
             self.rbuf.reserve(READ_SIZE);
-            match backend.read_buf(&mut self.rbuf).await {
-                Ok(0) if self.rbuf.is_empty() => return Err(HeadError::Empty),
+            match within(
+                self.shared.timeouts.backend,
+                backend.read_buf(&mut self.rbuf),
+            )
+            .await
+            {
+                Ok(0) if self.rbuf.is_empty() && !interim_seen => return Err(HeadError::Empty),
                 Ok(0) => {
                     return Err(HeadError::Failed(
                         "the backend closed the connection mid-head".into(),
                     ));
                 }
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadError::TimedOut),
                 Err(e)
                     if self.rbuf.is_empty()
+                        && !interim_seen
                         && matches!(
                             e.kind(),
                             std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
@@ -412,6 +528,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 }
                 Err(e) => return Err(HeadError::Failed(e.to_string())),
             }
+            parse = before == 0 || ends_head(&self.rbuf[before.saturating_sub(3)..]);
         }
     }
 
@@ -434,7 +551,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&self.rbuf);
             self.rbuf.clear();
-            let ok = self.client.write_all(&out).await.is_ok();
+            let ok = self.send(&out).await.is_ok();
             return Outcome {
                 status: 101,
                 upstream,
@@ -484,7 +601,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         {
             while (self.rbuf.len() as u64) < n {
                 self.rbuf.reserve(READ_SIZE);
-                match backend.read_buf(&mut self.rbuf).await {
+                match within(
+                    self.shared.timeouts.backend,
+                    backend.read_buf(&mut self.rbuf),
+                )
+                .await
+                {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
@@ -525,7 +647,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             };
             self.rbuf.advance(n);
             if !out.is_empty() {
-                if self.client.write_all(&out).await.is_err() {
+                if self.send(&out).await.is_err() {
                     return false;
                 }
                 out.clear();
@@ -538,7 +660,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 return true;
             }
             self.rbuf.reserve(READ_SIZE);
-            match backend.read_buf(&mut self.rbuf).await {
+            match within(
+                self.shared.timeouts.backend,
+                backend.read_buf(&mut self.rbuf),
+            )
+            .await
+            {
                 Ok(0) => return framing == Framing::Close,
                 Ok(_) => {}
                 Err(_) => return false,
@@ -558,6 +685,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             tracing::debug!(peer = %self.peer, "ingress: upgraded connection ended: {e}");
         }
     }
+}
+
+/// Why a request body could not be passed on.
+enum BodyError {
+    /// The client's side: it went away, or its chunked body is malformed (400).
+    Client(String),
+    /// The backend's side (502).
+    Backend(String),
+}
+
+/// Whether a request with `method` may be sent again (RFC 9110 §9.2.2).
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// The outcome when the client went away.
