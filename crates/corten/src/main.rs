@@ -156,14 +156,24 @@ fn main() -> ExitCode {
                     eprintln!("corten: {e:#}");
                 }
             }
-            // The node's NetworkPolicy table (the proxy's goes with a clean stop; a crash
-            // leaves both, and the next start replaces them).
-            let netpol =
-                proxy::batch::remove_table(proxy::nftables::types::NfFamily::INet, netpol::TABLE);
-            if let Err(e) = proxy::sync::apply(&netpol).await {
+            // The node's nftables tables (a clean stop removes the proxy's; a crash leaves
+            // both, and the next start would replace them).
+            use proxy::nftables::types::NfFamily;
+            for (family, table) in [
+                (NfFamily::INet, netpol::TABLE),
+                (NfFamily::IP, proxy::TABLE),
+            ] {
+                let remove = proxy::batch::remove_table(family, table);
+                if let Err(e) = proxy::sync::apply(&remove).await {
+                    eprintln!("corten: {e:#}");
+                }
+            }
+            let stopped = kubelet::killall(&args.data_dir).await;
+            // The pods' bridge, once no pod is left on it (as k3s-killall.sh removes cni0).
+            if let Err(e) = proxy::iface::remove(kubelet::network::BRIDGE) {
                 eprintln!("corten: {e:#}");
             }
-            kubelet::killall(&args.data_dir).await
+            stopped
         }),
     }
 }
