@@ -12,6 +12,9 @@ use super::util::{self, desired, spec_replicas};
 use super::{Rollout, Sets};
 use crate::controller_utils::controller_of;
 
+/// How often a Recreate rollout waiting for its old pods to go looks again.
+const OLD_PODS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One step of a Recreate rollout, then the rollout status.
 pub async fn rollout(r: &mut Rollout, owned: Vec<ReplicaSet>) -> Result<Action, kube::Error> {
     let mut sets = get_all(r, owned.clone(), false).await?;
@@ -21,7 +24,11 @@ pub async fn rollout(r: &mut Rollout, owned: Vec<ReplicaSet>) -> Result<Action, 
         scaled = true;
     }
     if scaled || old_pods_running(r, &sets).await? {
-        return progress::sync_rollout_status(r, &sets).await;
+        progress::sync_rollout_status(r, &sets).await?;
+        // Pods are not watched by this controller, and the old ReplicaSets' last event may
+        // come before their last pod is gone: look again shortly (upstream enqueues the
+        // Deployment when a pod of a Recreate rollout is deleted).
+        return Ok(Action::requeue(OLD_PODS_POLL));
     }
     if sets.new.is_none() {
         sets = get_all(r, owned, true).await?;
