@@ -219,6 +219,12 @@ async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool)
     got
 }
 
+/// Sends `raw` on `conn` and reads the response.
+async fn ask(conn: &mut TcpStream, buf: &mut Vec<u8>, raw: &[u8]) -> Got {
+    conn.write_all(raw).await.unwrap();
+    read_response(conn, buf, false).await
+}
+
 async fn fill(conn: &mut TcpStream, buf: &mut Vec<u8>) {
     let mut chunk = [0u8; 16 * 1024];
     let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
@@ -249,16 +255,16 @@ async fn keep_alive_pipelining_and_forwarded_headers() {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     for i in 0..3 {
-        c.write_all(
+        let got = ask(
+            &mut c,
+            &mut buf,
             format!(
                 "GET /n{i}?q HTTP/1.1\r\nHost: Shop.test:81\r\nX-Forwarded-For: 9.9.9.9\r\n\
                  Connection: keep-alive, x-private\r\nX-Private: 1\r\n\r\n"
             )
             .as_bytes(),
         )
-        .await
-        .unwrap();
-        let got = read_response(&mut c, &mut buf, false).await;
+        .await;
         assert_eq!(got.status, 200);
         let seen = got.text();
         assert!(seen.starts_with(&format!("GET /n{i}?q\n")), "{seen}");
@@ -303,10 +309,12 @@ async fn keep_alive_pipelining_and_forwarded_headers() {
             .starts_with("GET /after\n")
     );
     // Connection: close is honoured.
-    c.write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(
+        &mut c,
+        &mut buf,
+        b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(got.header("connection"), Some("close"));
     assert!(closed(&mut c).await);
 }
@@ -318,10 +326,12 @@ async fn chunked_bodies_both_ways_and_expect_continue() {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     // A chunked response passes through to an HTTP/1.1 client.
-    c.write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(
+        &mut c,
+        &mut buf,
+        b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert_eq!(got.header("transfer-encoding"), Some("chunked"));
     assert_eq!(got.text(), "hello chunked world");
     // A chunked upload, sent in pieces.
@@ -336,19 +346,18 @@ async fn chunked_bodies_both_ways_and_expect_continue() {
     );
     // A large upload with Expect: 100-continue: the ingress says continue, then streams it.
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    c.write_all(
+    let interim = ask(
+        &mut c,
+        &mut buf,
         format!(
             "PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             big.len()
         )
         .as_bytes(),
     )
-    .await
-    .unwrap();
-    let interim = read_response(&mut c, &mut buf, false).await;
+    .await;
     assert_eq!(interim.status, 100);
-    c.write_all(&big).await.unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(&mut c, &mut buf, &big).await;
     assert_eq!((got.status, got.body.len()), (200, big.len()));
     assert!(got.body == big);
 
@@ -406,10 +415,7 @@ async fn pooled_connections_the_backend_closed_are_replaced() {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     for i in 0..6 {
-        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let got = read_response(&mut c, &mut buf, false).await;
+        let got = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert_eq!(
             (got.status, got.text().as_str()),
             (200, "ok"),
@@ -432,18 +438,22 @@ async fn errors_are_plain_answers() {
     let addr = ingress(&[("live.test", port), ("dead.test", dead_port)]).await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(
+        &mut c,
+        &mut buf,
+        b"GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n",
+    )
+    .await;
     assert_eq!(
         (got.status, got.text().as_str()),
         (404, "default backend - 404\n")
     );
-    c.write_all(b"GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(
+        &mut c,
+        &mut buf,
+        b"GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n",
+    )
+    .await;
     assert_eq!(got.status, 502);
     assert!(got.text().contains("no backend answered"), "{}", got.text());
     // The connection still serves after those.
@@ -459,8 +469,7 @@ async fn errors_are_plain_answers() {
     ] {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let mut buf = Vec::new();
-        c.write_all(bad.as_bytes()).await.unwrap();
-        let got = read_response(&mut c, &mut buf, false).await;
+        let got = ask(&mut c, &mut buf, bad.as_bytes()).await;
         assert_eq!(got.status, 400, "{bad:?}: {}", got.text());
         assert!(closed(&mut c).await);
     }
@@ -567,7 +576,9 @@ async fn bodies_keep_their_framing_whatever_the_headers_say() {
     let mut buf = Vec::new();
     // A Connection token naming Content-Length must not turn the body into a second request.
     let inner = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
-    c.write_all(
+    let got = ask(
+        &mut c,
+        &mut buf,
         format!(
             "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n\
              Content-Length: {}\r\n\r\n{inner}",
@@ -575,9 +586,7 @@ async fn bodies_keep_their_framing_whatever_the_headers_say() {
         )
         .as_bytes(),
     )
-    .await
-    .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    .await;
     assert_eq!((got.status, got.text().as_str()), (200, inner));
     // Pipelined uploads, then a 204 and a HEAD: each answer where it belongs.
     c.write_all(
@@ -597,10 +606,12 @@ async fn bodies_keep_their_framing_whatever_the_headers_say() {
             .starts_with("GET /after\n")
     );
     // An HTTP/1.0 client asking for keep-alive, with a body.
-    c.write_all(b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(
+        &mut c,
+        &mut buf,
+        b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
     assert_eq!(got.header("connection"), Some("keep-alive"));
     assert_eq!(got.text(), "abc");
     c.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -645,10 +656,7 @@ async fn a_backend_that_does_not_answer_gets_504() {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_response(&mut c, &mut buf, false).await;
+    let got = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(got.status, 504, "{}", got.text());
     assert!(started.elapsed() >= Duration::from_millis(300));
     // A client that sends half a head and stops is let go after the client timeout.
