@@ -13,9 +13,9 @@
 //!   Ready marked nodes' InternalIPs;
 //! - [`routes`]: the routing table (host and path rules → a backend's ready endpoints), pure;
 //! - [`tls`]: certificates by SNI from the Secrets, a self-signed default otherwise;
-//! - [`proxy`]: one HTTP/2 request (through hyper): route, forward with retries on connection failure, WebSocket
-//!   upgrades, `X-Forwarded-*`, 404/502/503 with a clear body, an access-log line (target
-//!   `ingress::access`);
+//! - [`proxy`]: one HTTP/2 request (through hyper): route, forward with retries on connection
+//!   failure, `X-Forwarded-*`, 404/502/503 with a clear body; the access-log line (target
+//!   `ingress::access`) both paths write;
 //! - [`http1`]: the HTTP/1.x data path: one task per client connection parses, routes and
 //!   relays each exchange itself over pooled backend connections ([`http1::backends`]);
 //!   HTTP/2 connections are handed to hyper;

@@ -4,7 +4,8 @@
 //! `Upgrade`) connections through, answer 404 / 502 / 503 with a plain body that says why, and
 //! write one access-log line.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -24,6 +25,34 @@ pub const ATTEMPTS: usize = 3;
 
 /// The response body type.
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The body of the 404 for a request that no rule matches.
+pub const NOT_FOUND: &str = "default backend - 404\n";
+
+/// The body of the 503 for a backend without a ready endpoint, saying why.
+pub fn unavailable(why: &str) -> String {
+    format!("503 Service Unavailable: {why}\n")
+}
+
+/// Writes the access-log line of one request (target `ingress::access`), the same for the
+/// HTTP/1 and HTTP/2 paths: client, request, status, who answered, time taken.
+#[allow(clippy::too_many_arguments)]
+pub fn log_access(
+    client: IpAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    version: fmt::Arguments<'_>,
+    status: u16,
+    upstream: &dyn fmt::Display,
+    start: Instant,
+) {
+    tracing::info!(
+        target: "ingress::access",
+        "{client} \"{method} {host}{path} {version}\" {status} {upstream} {:.1}ms",
+        start.elapsed().as_secs_f64() * 1e3,
+    );
+}
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -63,31 +92,26 @@ pub async fn handle(
     let backend = table.as_ref().and_then(|t| t.route(&host, &path)).cloned();
     let (resp, upstream) = match backend {
         None => (
-            plain(StatusCode::NOT_FOUND, "default backend - 404\n".into()),
+            plain(StatusCode::NOT_FOUND, NOT_FOUND.into()),
             "-".to_string(),
         ),
         Some(backend) => match &backend.endpoints {
             Err(why) => (
-                plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("503 Service Unavailable: {why}\n"),
-                ),
+                plain(StatusCode::SERVICE_UNAVAILABLE, unavailable(why)),
                 backend.name.clone(),
             ),
             Ok(endpoints) => forward(&shared.pool, listener, client, &host, req, endpoints).await,
         },
     };
-    tracing::info!(
-        target: "ingress::access",
-        "{} \"{} {}{} {:?}\" {} {} {:.1}ms",
+    log_access(
         client.ip(),
-        method,
-        host,
-        path,
-        version,
+        method.as_str(),
+        &host,
+        &path,
+        format_args!("{version:?}"),
         resp.status().as_u16(),
-        upstream,
-        start.elapsed().as_secs_f64() * 1e3,
+        &upstream,
+        start,
     );
     Ok(resp)
 }

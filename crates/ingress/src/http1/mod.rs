@@ -168,7 +168,7 @@ enum HeadError {
 impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     async fn run(&mut self) {
         loop {
-            let req = match self.read_request().await {
+            let mut req = match self.read_request().await {
                 Ok(Some(req)) => req,
                 Ok(None) => return,
                 Err(refusal) => {
@@ -180,18 +180,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 }
             };
             let start = Instant::now();
-            let outcome = self.exchange(&req).await;
-            tracing::info!(
-                target: "ingress::access",
-                "{} \"{} {}{} {}\" {} {} {:.1}ms",
+            let outcome = self.exchange(&mut req).await;
+            crate::proxy::log_access(
                 self.peer.ip(),
-                req.method,
-                req.host,
+                &req.method,
+                &req.host,
                 req.path(),
-                req.version(),
+                format_args!("{}", req.version()),
                 outcome.status,
-                outcome.upstream,
-                start.elapsed().as_secs_f64() * 1e3,
+                &outcome.upstream,
+                start,
             );
             if let Some(backend) = outcome.splice {
                 self.splice(backend).await;
@@ -266,16 +264,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     }
 
     /// Routes `req` and answers it.
-    async fn exchange(&mut self, req: &Request) -> Outcome {
+    async fn exchange(&mut self, req: &mut Request) -> Outcome {
         let table = self.shared.table.read().map(|t| t.clone()).ok();
         let backend = table.as_ref().and_then(|t| t.route(&req.host, req.path()));
         match backend.map(|b| (&b.name, &b.endpoints)) {
             None => {
-                self.answer(req, 404, "default backend - 404\n", Upstream::Ingress)
+                self.answer(req, 404, crate::proxy::NOT_FOUND, Upstream::Ingress)
                     .await
             }
             Some((name, Err(why))) => {
-                let body = format!("503 Service Unavailable: {why}\n");
+                let body = crate::proxy::unavailable(why);
                 self.answer(req, 503, &body, Upstream::Service(name.as_str().into()))
                     .await
             }
@@ -300,10 +298,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     }
 
     /// Sends `req` to the endpoints, a random one first, and relays the response.
-    async fn forward(&mut self, req: &Request, endpoints: &[SocketAddr]) -> Outcome {
+    async fn forward(&mut self, req: &mut Request, endpoints: &[SocketAddr]) -> Outcome {
         if endpoints.is_empty() {
-            let body = "503 Service Unavailable: no ready endpoints\n";
-            return self.answer(req, 503, body, Upstream::Ingress).await;
+            let body = crate::proxy::unavailable("no ready endpoints");
+            return self.answer(req, 503, &body, Upstream::Ingress).await;
         }
         if req.expect_continue
             && req.http11
@@ -325,7 +323,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         }
         // A request whose body is here whole can be sent again; a longer one is streamed
         // once.
-        let mut wire = req.outgoing.clone();
+        let mut wire = std::mem::take(&mut req.outgoing);
         let whole = match req.body {
             Framing::Length(n) if n <= self.cbuf.len() as u64 => {
                 wire.extend_from_slice(&self.cbuf[..n as usize]);
